@@ -1,0 +1,80 @@
+import datetime as dt
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import db, utcnow
+
+
+class ModelVersion(db.Model):
+    """A trained CNN the workers can serve; exactly one is the champion that new images go to."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(100))
+    artifact_path: Mapped[str] = mapped_column(String(500))
+    artifact_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    class_names: Mapped[list] = mapped_column(JSON)
+    input_size: Mapped[int] = mapped_column(Integer)
+    alert_threshold: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    card: Mapped[dict] = mapped_column(JSON, default=dict)
+    is_champion: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @classmethod
+    def champion(cls) -> "ModelVersion | None":
+        return db.session.scalar(db.select(cls).where(cls.is_champion.is_(True)).order_by(cls.promoted_at.desc()))
+
+    def promote(self) -> None:
+        """Make this version the one new images are classified with (the previous one stays for rollback)."""
+        db.session.execute(db.update(ModelVersion).where(ModelVersion.id != self.id).values(is_champion=False))
+        self.is_champion = True
+        self.promoted_at = utcnow()
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class Prediction(db.Model):
+    __tablename__ = "predictions"
+    # Exactly one prediction per image and model version, however often a task runs.
+    __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    probabilities: Mapped[dict] = mapped_column(JSON)  # class name -> probability, all 9 classes
+    predicted_class: Mapped[str] = mapped_column(String(100))
+    melanoma_probability: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    image = relationship("Image", back_populates="predictions")
+    model_version: Mapped[ModelVersion] = relationship()
+    alert = relationship("Alert", back_populates="prediction", uselist=False)
+
+
+class AlertStatus:
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Alert(db.Model):
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"), unique=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"), index=True)
+    melanoma_probability: Mapped[float] = mapped_column(Float, index=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(20), default=AlertStatus.OPEN, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    prediction: Mapped[Prediction] = relationship(back_populates="alert")

@@ -1,0 +1,67 @@
+"""A hospital's batch through the HTTP API, Redis and a real Celery worker to predictions and alerts."""
+
+import csv
+import io
+
+from models import Alert, Image, ModelVersion, Prediction, db
+from tests.conftest import dataset_images, make_hospital, wait_for_batch
+
+
+def _upload(client, key, files):
+    data = {"files": [(io.BytesIO(content), name) for name, content in files]}
+    return client.post("/api/v1/batches", data=data, headers={"X-API-Key": key}, content_type="multipart/form-data")
+
+
+def test_batch_of_real_images_is_classified_with_bad_files_rejected(app, client, worker):
+    _, key = make_hospital()
+    good = dataset_images("melanoma", 6) + dataset_images("nevus", 6) + dataset_images("vascular lesion", 3)
+    real_jpeg = good[0].read_bytes()
+    files = [(f"{path.parent.name}/{path.name}", path.read_bytes()) for path in good]
+    files += [
+        ("corrupt.jpg", real_jpeg[:600]),  # a JPEG cut short: its header reads, its pixels do not
+        ("notes.txt", b"patient notes, not an image"),
+    ]
+
+    response = _upload(client, key, files)
+    assert response.status_code == 202, response.get_json()
+    batch_id = response.get_json()["id"]
+    assert response.get_json()["url"].endswith(f"/api/v1/batches/{batch_id}")
+
+    body = wait_for_batch(client, batch_id, {"X-API-Key": key}, worker)
+    assert body["counts"]["done"] == len(good)
+    assert body["counts"]["rejected"] == 2
+    assert body["counts"]["queued"] == 0 and body["counts"]["failed"] == 0
+
+    db.session.expire_all()
+    images = db.session.scalars(db.select(Image).where(Image.batch_id == batch_id)).all()
+    champion = ModelVersion.champion()
+    by_name = {image.filename: image for image in images}
+    for name, _ in files[: len(good)]:
+        predictions = db.session.scalars(db.select(Prediction).where(Prediction.image_id == by_name[name].id)).all()
+        assert len(predictions) == 1
+        assert predictions[0].model_version_id == champion.id
+        assert abs(sum(predictions[0].probabilities.values()) - 1.0) < 1e-3
+        alerted = db.session.scalar(db.select(Alert).where(Alert.prediction_id == predictions[0].id)) is not None
+        assert alerted == (predictions[0].melanoma_probability >= champion.alert_threshold)
+    for name in ("corrupt.jpg", "notes.txt"):
+        assert by_name[name].status == "rejected"
+        assert by_name[name].rejection_reason
+        assert not by_name[name].predictions
+
+    csv_text = client.get(f"/api/v1/batches/{batch_id}/results?format=csv", headers={"X-API-Key": key}).text
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert {"filename", "predicted_class", "melanoma_probability", "alert"} <= set(rows[0])
+    assert len(rows) == len(files)
+    for row in rows:
+        image = by_name[row["filename"]]
+        if image.status == "rejected":
+            assert row["predicted_class"] == "" and row["alert"] == "" and row["rejection_reason"]
+            continue
+        prediction = image.predictions[0]
+        assert row["predicted_class"] == prediction.predicted_class
+        assert abs(float(row["melanoma_probability"]) - prediction.melanoma_probability) < 1e-5
+        assert row["alert"] == ("true" if prediction.alert is not None else "false")
+
+    alerts = client.get("/api/v1/alerts", headers={"X-API-Key": key}).get_json()["alerts"]
+    assert len(alerts) == body["counts"]["alerts"]
+    assert all(alert["melanoma_probability"] >= champion.alert_threshold for alert in alerts)

@@ -1,0 +1,160 @@
+"""The hospitals' API: authentication, scoping, bad input, idempotency, content-addressed storage."""
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from models import Alert, Batch, Image, ModelVersion, Prediction, db
+from models.hospital import ApiKey
+from tests.conftest import ROOT, make_hospital, make_png
+
+
+def upload(client, key, files, headers=None):
+    data = {"files": [(io.BytesIO(content), name) for name, content in files]}
+    return client.post("/api/v1/batches", data=data, content_type="multipart/form-data",
+                       headers={"X-API-Key": key, **(headers or {})})
+
+
+def test_requests_without_a_valid_key_are_refused(client, hospital):
+    assert client.get("/api/v1/alerts").status_code == 401
+    assert client.get("/api/v1/alerts", headers={"X-API-Key": "mk_wrong"}).status_code == 401
+    response = client.get("/api/v1/alerts", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401 and "unknown" in response.get_json()["error"]
+
+
+def test_key_works_as_header_or_bearer_and_only_its_hash_is_stored(client, hospital):
+    _, key = hospital
+    assert client.get("/api/v1/alerts", headers={"X-API-Key": key}).status_code == 200
+    assert client.get("/api/v1/alerts", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    stored = db.session.scalars(db.select(ApiKey)).all()
+    assert all(row.key_hash != key and key not in row.key_hash for row in stored)
+
+
+def test_upload_is_accepted_with_batch_id_and_url(client, hospital):
+    _, key = hospital
+    response = upload(client, key, [("a.png", make_png()), ("b.png", make_png(colour=(1, 2, 3)))])
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["image_count"] == 2 and body["counts"]["queued"] == 2
+    assert response.headers["Location"] == body["url"]
+    assert client.get(body["url"], headers={"X-API-Key": key}).get_json()["id"] == body["id"]
+
+
+def test_upload_without_files_is_a_400_not_a_500(client, hospital):
+    _, key = hospital
+    response = client.post("/api/v1/batches", headers={"X-API-Key": key}, data=b"{}",
+                           content_type="application/json")
+    assert response.status_code == 400 and "multipart" in response.get_json()["error"]
+    response = client.post("/api/v1/batches", headers={"X-API-Key": key}, data=b"garbage",
+                           content_type="multipart/form-data; boundary=xyz")
+    assert response.status_code == 400
+
+
+def test_unreadable_files_are_rejected_with_reasons_and_the_rest_goes_on(client, hospital, app):
+    _, key = hospital
+    response = upload(client, key, [("ok.png", make_png()), ("empty.jpg", b""), ("text.jpg", b"hello"),
+                                    ("pic.gif", _gif())])
+    body = response.get_json()
+    assert body["counts"] == {"queued": 1, "done": 0, "rejected": 3, "failed": 0, "alerts": 0}
+    results = client.get(f"/api/v1/batches/{body['id']}/results", headers={"X-API-Key": key}).get_json()
+    reasons = {row["filename"]: row["rejection_reason"] for row in results["results"]}
+    assert reasons["ok.png"] is None
+    assert reasons["empty.jpg"] == "empty file"
+    assert "not a readable image" in reasons["text.jpg"]
+    assert "unsupported image format GIF" in reasons["pic.gif"]
+
+
+def test_batch_with_only_bad_files_is_done_at_once(client, hospital):
+    _, key = hospital
+    body = upload(client, key, [("x.jpg", b"nope")]).get_json()
+    assert body["status"] == "done" and body["finished_at"]
+
+
+def test_identical_files_are_stored_once(client, hospital, app):
+    _, key = hospital
+    content = make_png(colour=(9, 9, 9))
+    upload(client, key, [("one.png", content), ("two.png", content)])
+    upload(client, key, [("three.png", content)])
+    paths = {image.storage_path for image in db.session.scalars(db.select(Image))}
+    assert len(paths) == 1
+    folder = (Path(app.config["STORAGE_DIR"]) / paths.pop()).parent
+    assert [path.read_bytes() for path in folder.iterdir()] == [content]
+
+
+def test_resubmission_with_the_same_idempotency_key_returns_the_first_batch(client, hospital):
+    _, key = hospital
+    first = upload(client, key, [("a.png", make_png())], headers={"Idempotency-Key": "upload-42"})
+    again = upload(client, key, [("a.png", make_png())], headers={"Idempotency-Key": "upload-42"})
+    assert first.status_code == 202 and again.status_code == 200
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert db.session.scalar(db.select(db.func.count(Batch.id))) == 1
+    assert db.session.scalar(db.select(db.func.count(Image.id))) == 1
+
+
+def test_another_hospitals_batch_and_alerts_answer_404_or_nothing(client, hospital, app):
+    _, key = hospital
+    _, other_key = make_hospital("Other General")
+    batch_id = upload(client, key, [("a.png", make_png())]).get_json()["id"]
+    _predict_with_alert(batch_id)
+    for path in (f"/api/v1/batches/{batch_id}", f"/api/v1/batches/{batch_id}/results"):
+        response = client.get(path, headers={"X-API-Key": other_key})
+        assert response.status_code == 404 and "no batch" in response.get_json()["error"]
+    assert client.get("/api/v1/alerts", headers={"X-API-Key": other_key}).get_json()["alerts"] == []
+    assert len(client.get("/api/v1/alerts", headers={"X-API-Key": key}).get_json()["alerts"]) == 1
+    assert client.get("/api/v1/batches/999999", headers={"X-API-Key": key}).status_code == 404
+
+
+def test_results_csv_has_one_row_per_image_with_alert_as_true_or_false(client, hospital):
+    _, key = hospital
+    batch_id = upload(client, key, [("a.png", make_png()), ("bad.jpg", b"x")]).get_json()["id"]
+    _predict_with_alert(batch_id)
+    response = client.get(f"/api/v1/batches/{batch_id}/results?format=csv", headers={"X-API-Key": key})
+    assert response.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [row["filename"] for row in rows] == ["a.png", "bad.jpg"]
+    assert rows[0]["alert"] == "true" and rows[0]["predicted_class"] == "melanoma"
+    assert float(rows[0]["melanoma_probability"]) == 0.97
+    assert rows[1]["alert"] == "" and rows[1]["status"] == "rejected"
+    bad_format = client.get(f"/api/v1/batches/{batch_id}/results?format=xml", headers={"X-API-Key": key})
+    assert bad_format.status_code == 400
+
+
+def test_dashboard_lists_open_alerts_and_recent_batches(client, hospital):
+    _, key = hospital
+    batch_id = upload(client, key, [("lesion-17.png", make_png())]).get_json()["id"]
+    _predict_with_alert(batch_id)
+    page = client.get("/").text
+    assert "lesion-17.png" in page and "0.970" in page and "St Example" in page
+
+
+def test_web_process_never_imports_tensorflow():
+    code = ("import sys; from web import create_app; app = create_app(); "
+            "app.test_client().get('/healthz'); "
+            "heavy = [m for m in ('tensorflow', 'keras', 'worker.classifier') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _predict_with_alert(batch_id: int) -> None:
+    """Write a prediction and alert as the worker would, for API behaviour that needs one."""
+    version = ModelVersion(name="test", version="1", artifact_path="x", artifact_sha256="0" * 64,
+                           class_names=["melanoma"], input_size=32, alert_threshold=0.5)
+    db.session.add(version)
+    image = db.session.scalars(db.select(Image).where(Image.batch_id == batch_id, Image.status == "queued")).first()
+    prediction = Prediction(image_id=image.id, model_version=version, probabilities={"melanoma": 0.97},
+                            predicted_class="melanoma", melanoma_probability=0.97)
+    db.session.add(Alert(prediction=prediction, hospital_id=image.hospital_id, melanoma_probability=0.97,
+                         threshold=0.5))
+    image.status = "done"
+    db.session.commit()
+
+
+def _gif() -> bytes:
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.new("RGB", (8, 8)).save(out, format="GIF")
+    return out.getvalue()

@@ -1,0 +1,133 @@
+"""The inference task, run in this process: idempotent writes, alerts at the threshold, failures recorded."""
+
+import io
+
+import pytest
+import redis
+from PIL import Image as PILImage
+
+from models import Alert, Batch, Image, ModelVersion, Prediction, db
+from web.ingest import Upload, create_batch
+from web.queue import CLASSIFY_IMAGES
+from web.storage import ImageStore
+from worker import inference
+from tests.conftest import dataset_images, make_hospital
+
+
+def _batch(files: list[tuple[str, bytes]]) -> Batch:
+    hospital, _ = make_hospital()
+    batch, _ = create_batch(hospital, [Upload(name, data) for name, data in files])
+    return batch
+
+
+def _run_task(app, image_ids):
+    import worker.tasks  # noqa: F401  (registers the tasks on this app)
+
+    return app.extensions["celery"].tasks[CLASSIFY_IMAGES].apply(args=[image_ids]).get()
+
+
+def _real_images(count: int = 4) -> list[tuple[str, bytes]]:
+    paths = dataset_images("melanoma", count // 2) + dataset_images("nevus", count - count // 2)
+    return [(path.name, path.read_bytes()) for path in paths]
+
+
+def test_running_the_same_task_twice_writes_one_prediction_per_image(app):
+    batch = _batch(_real_images(4))
+    ids = [image.id for image in batch.images]
+    first = _run_task(app, ids)
+    # Put the images back in the queue, as a redelivered message after a worker crash would find them.
+    db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(status="queued"))
+    db.session.commit()
+    second = _run_task(app, ids)
+    assert first["predicted"] == 4 and second["predicted"] == 0
+    counts = db.session.execute(
+        db.select(Prediction.image_id, db.func.count()).group_by(Prediction.image_id)).all()
+    assert sorted(count for _, count in counts) == [1, 1, 1, 1]
+    assert db.session.scalar(db.select(db.func.count(Alert.id))) == first["alerts"]
+    db.session.expire_all()
+    assert db.session.get(Batch, batch.id).status == "done"
+
+
+def test_alerts_are_raised_exactly_at_and_above_the_threshold(app):
+    batch = _batch(_real_images(6))
+    ids = [image.id for image in batch.images]
+    # Move the threshold to the middle of this batch's scores, so both sides of it are exercised.
+    _run_task(app, ids[:1])
+    champion = ModelVersion.champion()
+    db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(status="queued"))
+    db.session.execute(db.delete(Alert))
+    db.session.execute(db.delete(Prediction))
+    db.session.commit()
+    from worker.classifier.images import decode_image
+    from worker.serving import serving_model
+
+    store = ImageStore(app.config["STORAGE_DIR"])
+    model = serving_model()
+    arrays = [decode_image(store.read(image.storage_path), model.input_size) for image in batch.images]
+    scores = sorted(model.classifier.predict(arrays)[:, model.class_names.index("melanoma")])
+    champion.alert_threshold = float(scores[3])
+    db.session.commit()
+
+    _run_task(app, ids)
+    predictions = db.session.scalars(db.select(Prediction)).all()
+    alerted = {alert.prediction_id for alert in db.session.scalars(db.select(Alert))}
+    assert len(alerted) == 3
+    for prediction in predictions:
+        assert (prediction.id in alerted) == (prediction.melanoma_probability >= champion.alert_threshold)
+
+
+def test_a_truncated_image_is_rejected_by_the_worker_with_its_reason(app):
+    full = _real_images(1)[0][1]
+    cut = io.BytesIO(full[: len(full) // 2])
+    with PILImage.open(cut) as image:  # the header still reads, so the web accepted it
+        assert image.size == (180, 180)
+    batch = _batch([("cut.jpg", full[: len(full) // 2])])
+    image = batch.images[0]
+    assert image.status == "queued"
+    _run_task(app, [image.id])
+    db.session.expire_all()
+    image = db.session.get(Image, image.id)
+    assert image.status == "rejected" and "damaged image data" in image.rejection_reason
+    assert db.session.get(Batch, batch.id).status == "done"
+
+
+def test_a_missing_stored_file_fails_the_image_with_a_reason(app, tmp_path):
+    batch = _batch(_real_images(2))
+    lost = batch.images[0]
+    (ImageStore(app.config["STORAGE_DIR"]).root / lost.storage_path).unlink()
+    _run_task(app, [image.id for image in batch.images])
+    db.session.expire_all()
+    lost = db.session.get(Image, lost.id)
+    assert lost.status == "failed" and "missing" in lost.rejection_reason
+    assert db.session.get(Image, batch.images[1].id).status == "done"
+
+
+def test_failures_are_counted_and_become_failed_after_the_last_attempt(app):
+    batch = _batch(_real_images(2))
+    ids = [image.id for image in batch.images]
+    for attempt in range(1, 4):
+        retry = inference.record_failure(ids, "model exploded", max_attempts=3)
+        assert retry == (ids if attempt < 3 else [])
+    db.session.expire_all()
+    for image_id in ids:
+        image = db.session.get(Image, image_id)
+        assert image.status == "failed" and image.attempts == 3 and image.rejection_reason == "model exploded"
+    assert db.session.get(Batch, batch.id).status == "done"
+
+
+@pytest.mark.parametrize("age_seconds, expected", [(3600, 2), (0, 0)])
+def test_stale_queued_images_are_queued_again(app, age_seconds, expected):
+    import datetime as dt
+
+    import worker.tasks  # noqa: F401
+    from models import utcnow
+    from web.queue import REQUEUE_STALE
+
+    _batch(_real_images(2))
+    db.session.execute(db.update(Image).values(updated_at=utcnow() - dt.timedelta(seconds=age_seconds)))
+    db.session.commit()
+    broker = redis.Redis.from_url(app.config["REDIS_URL"])
+    messages_before = broker.llen("inference")
+    requeued = app.extensions["celery"].tasks[REQUEUE_STALE].apply().get()
+    assert requeued == expected
+    assert broker.llen("inference") - messages_before == (1 if expected else 0)

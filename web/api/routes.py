@@ -1,0 +1,127 @@
+"""Batches, results and alerts for the calling hospital; another hospital's rows answer 404."""
+
+from flask import Response, current_app, g, request, url_for
+
+from models import Alert, Batch, Image, db
+from models.prediction import AlertStatus
+from web.api import bp
+from web.api.auth import require_api_key
+from web.api.errors import ApiError
+from web.ingest import Upload, create_batch
+from web.results import result_row, to_csv
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def _own_batch(batch_id: int) -> Batch:
+    batch = db.session.get(Batch, batch_id)
+    if batch is None or batch.hospital_id != g.hospital.id:
+        raise ApiError(404, f"no batch {batch_id} for this hospital")
+    return batch
+
+
+def batch_json(batch: Batch) -> dict:
+    return {
+        "id": batch.id,
+        "url": url_for("api.get_batch", batch_id=batch.id, _external=True),
+        "results_url": url_for("api.get_results", batch_id=batch.id, _external=True),
+        "status": batch.status,
+        "image_count": batch.image_count,
+        "counts": batch.counts(),
+        "created_at": batch.created_at.isoformat(),
+        "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+    }
+
+
+@bp.post("/batches")
+@require_api_key
+def create_batch_view():
+    """Multipart upload: every file part (any field name) is one image of the batch."""
+    files = [storage for _, storage in request.files.items(multi=True)]
+    if not files:
+        raise ApiError(400, "no files: send images as multipart/form-data file fields (e.g. -F files=@a.jpg)")
+    if len(files) > current_app.config["MAX_FILES_PER_BATCH"]:
+        raise ApiError(413, f"{len(files)} files; at most {current_app.config['MAX_FILES_PER_BATCH']} per batch")
+    key = request.headers.get("Idempotency-Key", "").strip() or None
+    if key and len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
+    uploads = [Upload(filename=(storage.filename or f"file-{index}")[:500], data=storage.read())
+               for index, storage in enumerate(files, start=1)]
+    batch, created = create_batch(g.hospital, uploads, idempotency_key=key)
+    body = batch_json(batch)
+    status = 202 if created else 200
+    return body, status, {"Location": body["url"]}
+
+
+@bp.get("/batches")
+@require_api_key
+def list_batches():
+    limit = min(request.args.get("limit", 50, type=int) or 50, 500)
+    batches = db.session.scalars(
+        db.select(Batch).where(Batch.hospital_id == g.hospital.id).order_by(Batch.id.desc()).limit(limit)
+    ).all()
+    return {"batches": [batch_json(batch) for batch in batches]}
+
+
+@bp.get("/batches/<int:batch_id>")
+@require_api_key
+def get_batch(batch_id: int):
+    return batch_json(_own_batch(batch_id))
+
+
+def batch_results(batch: Batch) -> list[dict]:
+    """One row per image, with the prediction of the newest model that classified it."""
+    rows = []
+    for image in db.session.scalars(db.select(Image).where(Image.batch_id == batch.id).order_by(Image.id)):
+        prediction = image.predictions[-1] if image.predictions else None
+        rows.append(result_row(
+            filename=image.filename, status=image.status, sha256=image.sha256,
+            predicted_class=prediction.predicted_class if prediction else None,
+            melanoma_probability=prediction.melanoma_probability if prediction else None,
+            alert=(prediction.alert is not None) if prediction else None,
+            rejection_reason=image.rejection_reason,
+            model_version=prediction.model_version.label if prediction else None,
+        ))
+    return rows
+
+
+@bp.get("/batches/<int:batch_id>/results")
+@require_api_key
+def get_results(batch_id: int):
+    batch = _own_batch(batch_id)
+    rows = batch_results(batch)
+    result_format = request.args.get("format", "json").lower()
+    if result_format == "csv":
+        return Response(to_csv(rows), mimetype="text/csv",
+                        headers={"Content-Disposition": f"attachment; filename=batch-{batch.id}-results.csv"})
+    if result_format != "json":
+        raise ApiError(400, f"unknown format {result_format!r}; use json or csv")
+    return {"batch": batch_json(batch), "results": rows}
+
+
+@bp.get("/alerts")
+@require_api_key
+def list_alerts():
+    status = request.args.get("status", AlertStatus.OPEN)
+    if status not in (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED):
+        raise ApiError(400, f"unknown alert status {status!r}; use open, acknowledged or resolved")
+    alerts = db.session.scalars(
+        db.select(Alert).where(Alert.hospital_id == g.hospital.id, Alert.status == status)
+        .order_by(Alert.melanoma_probability.desc(), Alert.id)
+    ).all()
+    return {"alerts": [alert_json(alert) for alert in alerts]}
+
+
+def alert_json(alert: Alert) -> dict:
+    image = alert.prediction.image
+    return {
+        "id": alert.id,
+        "status": alert.status,
+        "melanoma_probability": alert.melanoma_probability,
+        "threshold": alert.threshold,
+        "batch_id": image.batch_id,
+        "filename": image.filename,
+        "sha256": image.sha256,
+        "model_version": alert.prediction.model_version.label,
+        "created_at": alert.created_at.isoformat(),
+    }

@@ -1,0 +1,210 @@
+"""The `melanoma` command: database, hospitals, serving, submitting, predicting and training."""
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from flask.cli import FlaskGroup
+
+from web import create_app
+
+
+@click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False,
+             help="Melanoma alert system. `melanoma db upgrade` migrates; `melanoma serve` runs everything.")
+def cli():
+    pass
+
+
+@cli.group()
+def hospitals():
+    """Hospitals and their API keys."""
+
+
+@hospitals.command("create")
+@click.argument("name")
+def create_hospital(name: str):
+    """Create a hospital; its new API key is printed alone on the last line (it is shown only once)."""
+    from models import AuditEvent, Hospital, db
+
+    if db.session.scalar(db.select(Hospital).where(Hospital.name == name)):
+        raise click.ClickException(f"a hospital named {name!r} exists; use `melanoma hospitals new-key`")
+    hospital = Hospital(name=name)
+    db.session.add(hospital)
+    key = hospital.issue_api_key()
+    db.session.flush()
+    AuditEvent.record("cli", "hospital.created", f"hospital:{hospital.id}", name=name)
+    db.session.commit()
+    click.echo(f"Created hospital {name!r} (id {hospital.id}). Its API key, shown only this once:")
+    click.echo(key)
+
+
+@hospitals.command("new-key")
+@click.argument("name")
+def new_key(name: str):
+    """Issue another API key for an existing hospital (printed alone on the last line)."""
+    from models import AuditEvent, Hospital, db
+
+    hospital = db.session.scalar(db.select(Hospital).where(Hospital.name == name))
+    if hospital is None:
+        raise click.ClickException(f"no hospital named {name!r}")
+    key = hospital.issue_api_key()
+    AuditEvent.record("cli", "hospital.key_issued", f"hospital:{hospital.id}")
+    db.session.commit()
+    click.echo(key)
+
+
+@cli.group("models")
+def models_group():
+    """The model registry: which trained CNN serves."""
+
+
+@models_group.command("register")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--promote", is_flag=True, help="Make it the champion that new images are classified with.")
+def register(model_dir: str, promote: bool):
+    """Register a model directory written by `melanoma train`."""
+    from worker.registry import register_model
+
+    try:
+        version = register_model(model_dir, promote=promote, actor="cli")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"model {version.id} {version.label} registered{' and promoted' if version.is_champion else ''}")
+
+
+@models_group.command("promote")
+@click.argument("model_id", type=int)
+def promote(model_id: int):
+    """Serve model MODEL_ID from now on (also how to roll back to an earlier one)."""
+    from models import AuditEvent, ModelVersion, db
+
+    version = db.session.get(ModelVersion, model_id)
+    if version is None:
+        raise click.ClickException(f"no model {model_id}; see `melanoma models list`")
+    version.promote()
+    AuditEvent.record("cli", "model.promoted", f"model:{version.id}", label=version.label)
+    db.session.commit()
+    click.echo(f"model {version.id} {version.label} is now the champion")
+
+
+@models_group.command("list")
+def list_models():
+    """Registered models, the champion marked with *."""
+    from models import ModelVersion, db
+
+    for version in db.session.scalars(db.select(ModelVersion).order_by(ModelVersion.id)):
+        auc = version.metrics.get("test", {}).get("melanoma_auc")
+        click.echo(f"{'*' if version.is_champion else ' '} {version.id:4d} {version.label:40s} "
+                   f"threshold={version.alert_threshold:.4f} test_melanoma_auc={auc}")
+
+
+@cli.command(with_appcontext=False)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--concurrency", default=1, show_default=True, type=int, help="Inference worker processes.")
+def serve(host: str, port: int, concurrency: int):
+    """Run web, an inference worker and beat on this machine until interrupted (Ctrl-C)."""
+    from web.serve import free_port, plan_children, supervise
+
+    app = create_app()
+    _require_migrated(app)
+    env = dict(os.environ)
+    redis_port = None
+    if not os.environ.get("REDIS_URL"):
+        redis_port = free_port()
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    instance_dir = Path(app.instance_path)
+    click.echo(f"Serving on http://{host}:{port}/ (database {app.config['SQLALCHEMY_DATABASE_URI']}, "
+               f"redis {env.get('REDIS_URL')}{' embedded' if redis_port else ''}). Ctrl-C stops.")
+    supervise(plan_children(host, port, instance_dir, concurrency, redis_port), env)
+
+
+def _require_migrated(app) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from flask_migrate import Migrate
+
+    from models import db
+
+    with app.app_context():
+        migrate: Migrate = app.extensions["migrate"].migrate
+        heads = set(ScriptDirectory.from_config(migrate.get_config()).get_heads())
+        with db.engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    if current != heads:
+        raise click.ClickException("the database is not at the latest migration: run `melanoma db upgrade` first")
+
+
+@cli.command(with_appcontext=False)
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--server", envvar="MELANOMA_SERVER", default="http://127.0.0.1:5000", show_default=True)
+@click.option("--api-key", envvar="MELANOMA_API_KEY", default="", help="Or set MELANOMA_API_KEY.")
+@click.option("--wait/--no-wait", default=False, help="Wait for the results, with a progress bar.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the results CSV here (implies --wait).")
+@click.option("--idempotency-key", help="Reuse to make a retried upload return the same batch.")
+def submit(paths, server, api_key, wait, out, idempotency_key):
+    """Upload image files and folders (recursively) as one batch."""
+    from web.client import Client, SubmitError, collect_files
+
+    try:
+        files = collect_files(list(paths))
+        client = Client(server, api_key)
+        batch = client.submit(files, idempotency_key=idempotency_key)
+        click.echo(f"batch {batch['id']}: {batch['image_count']} images queued, {batch['url']}", err=True)
+        if wait or out:
+            batch = client.wait(batch, show_progress=sys.stderr.isatty())
+            counts = batch["counts"]
+            click.echo(f"batch {batch['id']} done: {counts['done']} classified, {counts['rejected']} rejected, "
+                       f"{counts['failed']} failed, {counts['alerts']} melanoma alerts", err=True)
+            if out:
+                Path(out).write_text(client.results_csv(batch))
+                click.echo(f"results written to {out}", err=True)
+    except SubmitError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(batch["id"])
+
+
+@cli.command(with_appcontext=False)
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The results CSV to write.")
+@click.option("--model-dir", envvar="MODEL_DIR", default=None, help="A model directory; default: the shipped one.")
+def predict(paths, out, model_dir):
+    """Classify image files and folders in this process, without a server; writes the results CSV."""
+    from web.client import SubmitError, collect_files
+    from web.config import DEFAULT_MODEL_DIR
+    from worker.classifier.offline import predict_files
+
+    try:
+        files = collect_files(list(paths))
+    except SubmitError as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        rows = predict_files(files, model_dir or DEFAULT_MODEL_DIR)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    from web.results import to_csv
+
+    Path(out).write_text(to_csv(rows))
+    alerts = sum(1 for row in rows if row["alert"])
+    click.echo(f"{len(rows)} images, {alerts} melanoma alerts; results written to {out}", err=True)
+
+
+@cli.command(with_appcontext=False)
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default="instance/models/latest", show_default=True, type=click.Path(file_okay=False))
+@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--target-sensitivity", default=0.90, show_default=True, type=float)
+def train(data_dir, out, epochs, seed, target_sensitivity):
+    """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
+    from worker.classifier.training import train as run_training
+
+    try:
+        card = run_training(data_dir, out, epochs=epochs, seed=seed, target_sensitivity=target_sensitivity)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    test = card["metrics"]["test"]
+    click.echo(f"model written to {out}: test balanced accuracy {test['balanced_accuracy']:.3f}, "
+               f"melanoma AUC {test['melanoma_auc']:.3f}, alert threshold {card['alert_threshold']:.4f}")
+    click.echo(f"serve it with: melanoma models register {out} --promote")

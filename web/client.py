@@ -1,0 +1,92 @@
+"""The hospitals' client behind `melanoma submit`: upload files as one batch, wait, save the results CSV."""
+
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+class SubmitError(Exception):
+    """Something the user must fix or retry; the message says what."""
+
+
+def collect_files(paths: list[str]) -> list[Path]:
+    """Files named directly, plus image files found recursively in folders, in a stable order."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SubmitError(f"{name}: no such file or folder")
+    if not files:
+        raise SubmitError("no image files found (looked for .jpg, .jpeg and .png)")
+    return files
+
+
+class Client:
+    def __init__(self, server: str, api_key: str, timeout: float = 300.0):
+        if not api_key:
+            raise SubmitError("no API key: pass --api-key or set MELANOMA_API_KEY")
+        self.server = server.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        url = path if path.startswith("http") else f"{self.server}{path}"
+        self._last_was_transient = True
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise SubmitError(f"cannot reach {self.server}: is the server running? ({error})") from error
+        self._last_was_transient = response.status_code >= 500
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text[:500]
+            raise SubmitError(f"{method} {url} answered {response.status_code}: {message}")
+        return response
+
+    def submit(self, files: list[Path], idempotency_key: str | None = None, attempts: int = 3) -> dict:
+        """Upload the files as one batch. A dropped connection is retried with the same Idempotency-Key,
+        so the server makes one batch however many times the upload is sent."""
+        key = idempotency_key or uuid.uuid4().hex
+        for attempt in range(1, attempts + 1):
+            handles = [path.open("rb") for path in files]
+            try:
+                parts = [("files", (str(path), handle)) for path, handle in zip(files, handles, strict=True)]
+                return self._request("POST", "/api/v1/batches", files=parts,
+                                     headers={"Idempotency-Key": key}).json()
+            except SubmitError:
+                if attempt == attempts or not self._last_was_transient:
+                    raise
+                time.sleep(2 ** attempt)
+            finally:
+                for handle in handles:
+                    handle.close()
+        raise AssertionError("unreachable")
+
+    def wait(self, batch: dict, poll_seconds: float = 1.0, show_progress: bool = True) -> dict:
+        """Poll the batch until no image is queued, with a progress bar."""
+        total = batch["image_count"]
+        with tqdm(total=total, unit="image", disable=not show_progress) as bar:
+            while True:
+                batch = self._request("GET", batch["url"]).json()
+                counts = batch["counts"]
+                finished = total - counts["queued"]
+                bar.update(finished - bar.n)
+                bar.set_postfix(alerts=counts["alerts"], rejected=counts["rejected"])
+                if batch["status"] == "done":
+                    return batch
+                time.sleep(poll_seconds)
+
+    def results_csv(self, batch: dict) -> str:
+        return self._request("GET", batch["results_url"], params={"format": "csv"}).text

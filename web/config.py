@@ -1,0 +1,30 @@
+"""Settings, read from the environment with defaults that run the whole system on one machine."""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = ROOT / "worker" / "classifier" / "weights"
+
+
+def _instance_dir() -> Path:
+    return Path(os.environ.get("MELANOMA_INSTANCE", ROOT / "instance")).resolve()
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    INSTANCE_DIR = _instance_dir()
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", f"sqlite:///{_instance_dir() / 'melanoma.db'}")
+    REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    STORAGE_DIR = os.environ.get("STORAGE_DIR", str(_instance_dir() / "images"))
+    MODEL_DIR = os.environ.get("MODEL_DIR", str(DEFAULT_MODEL_DIR))
+    MAX_CONTENT_LENGTH = int(os.environ.get("MAX_UPLOAD_MB", "2048")) * 1024 * 1024
+    MAX_FILES_PER_BATCH = int(os.environ.get("MAX_FILES_PER_BATCH", "10000"))
+    MAX_FILE_MB = int(os.environ.get("MAX_FILE_MB", "50"))
+    INFERENCE_CHUNK_SIZE = int(os.environ.get("INFERENCE_CHUNK_SIZE", "64"))
+    # Images still queued this long after upload are queued again (a lost message, a Redis restart).
+    REQUEUE_AFTER_SECONDS = int(os.environ.get("REQUEUE_AFTER_SECONDS", "600"))
+    MAX_ATTEMPTS = int(os.environ.get("MAX_ATTEMPTS", "3"))
+    RETRAIN_DATA_DIR = os.environ.get("RETRAIN_DATA_DIR", "")
+    RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}

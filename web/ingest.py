@@ -1,0 +1,99 @@
+"""Turning an upload into a batch: store each file once, write all rows in one transaction, queue the work."""
+
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+from flask import current_app
+from PIL import Image as PILImage
+from sqlalchemy.exc import IntegrityError
+
+from models import AuditEvent, Batch, Hospital, Image, db
+from models.batch import ImageStatus
+from web.queue import send_classify
+from web.storage import ImageStore
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_FORMATS = {"JPEG", "PNG"}
+
+
+@dataclass
+class Upload:
+    filename: str
+    data: bytes
+
+
+def check_image(data: bytes, max_bytes: int) -> str | None:
+    """A cheap look at the header: the reason the file cannot be classified, or None if it looks fine.
+
+    The worker decodes fully and rejects what only a full decode finds (a truncated JPEG, say).
+    """
+    if not data:
+        return "empty file"
+    if len(data) > max_bytes:
+        return f"file is {len(data) // (1024 * 1024)} MB, over the {max_bytes // (1024 * 1024)} MB limit"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as image:
+                image_format = image.format
+                image.verify()
+    except Exception as error:  # Pillow raises many types for bad data; each one is a rejection reason.
+        return f"not a readable image: {error}"
+    if image_format not in ACCEPTED_FORMATS:
+        return f"unsupported image format {image_format}; send JPEG or PNG"
+    return None
+
+
+def create_batch(hospital: Hospital, uploads: list[Upload], idempotency_key: str | None = None,
+                 actor: str | None = None) -> tuple[Batch, bool]:
+    """Create the batch and its images; returns (batch, created). A repeated idempotency key returns the
+    batch made the first time, and creates nothing."""
+    if idempotency_key:
+        existing = _batch_for_key(hospital.id, idempotency_key)
+        if existing:
+            return existing, False
+    config = current_app.config
+    store = ImageStore(config["STORAGE_DIR"])
+    max_bytes = config["MAX_FILE_MB"] * 1024 * 1024
+    batch = Batch(hospital_id=hospital.id, idempotency_key=idempotency_key, image_count=len(uploads))
+    db.session.add(batch)
+    for upload in uploads:
+        reason = check_image(upload.data, max_bytes)
+        image = Image(batch=batch, hospital_id=hospital.id, filename=upload.filename, size_bytes=len(upload.data))
+        if reason:
+            image.sha256 = hashlib.sha256(upload.data).hexdigest()
+            image.status, image.rejection_reason = ImageStatus.REJECTED, reason
+        else:
+            image.sha256, image.storage_path = store.put(upload.data)
+        db.session.add(image)
+    db.session.flush()
+    AuditEvent.record(actor or f"hospital:{hospital.id}", "batch.submitted", f"batch:{batch.id}",
+                      images=len(uploads), idempotency_key=idempotency_key)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Two uploads with the same key raced; the first one wins and this one becomes a replay.
+        db.session.rollback()
+        existing = _batch_for_key(hospital.id, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    queued = [image.id for image in batch.images if image.status == ImageStatus.QUEUED]
+    if queued:
+        try:
+            send_classify(current_app, queued)
+        except Exception:  # the rows are safe; the requeue schedule sends them once the broker is back
+            log.exception("could not queue batch %s; it will be requeued", batch.id)
+    else:
+        batch.finish_if_complete()
+        db.session.commit()
+    return batch, True
+
+
+def _batch_for_key(hospital_id: int, key: str) -> Batch | None:
+    return db.session.scalar(db.select(Batch).where(Batch.hospital_id == hospital_id, Batch.idempotency_key == key))
+

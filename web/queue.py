@@ -1,0 +1,67 @@
+"""The Celery app, made from the Flask app, and the names of the tasks the web sends.
+
+Tasks are sent by name, so the web process never imports the workers' code (nor TensorFlow).
+"""
+
+from datetime import timedelta
+
+from celery import Celery, Task
+from flask import Flask
+
+CLASSIFY_IMAGES = "inference.classify_images"
+REQUEUE_STALE = "maintenance.requeue_stale"
+RETRAIN = "training.retrain"
+
+INFERENCE_QUEUE = "inference"
+TRAINING_QUEUE = "training"
+MAINTENANCE_QUEUE = "maintenance"
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Bind a Celery app to the Flask app: every task runs inside the app context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    config = app.config
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    beat_schedule = {
+        "requeue-stale-images": {"task": REQUEUE_STALE, "schedule": 60.0},
+    }
+    if config["RETRAIN_DATA_DIR"]:
+        beat_schedule["retrain"] = {"task": RETRAIN, "schedule": timedelta(hours=config["RETRAIN_EVERY_HOURS"])}
+    celery_app.conf.update(
+        broker_url=config["REDIS_URL"],
+        result_backend=config["REDIS_URL"],
+        result_expires=3600,
+        task_ignore_result=True,
+        # A task is acknowledged only after it ran; a worker killed mid-task gives it back to the queue.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Longer than any acks_late task may run (inference tasks stop at 11 minutes).
+        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        task_routes={
+            "inference.*": {"queue": INFERENCE_QUEUE},
+            "training.*": {"queue": TRAINING_QUEUE},
+            "maintenance.*": {"queue": MAINTENANCE_QUEUE},
+        },
+        task_default_queue=INFERENCE_QUEUE,
+        imports=("worker.tasks",),
+        beat_schedule=beat_schedule,
+        timezone="UTC",
+    )
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def send_classify(app: Flask, image_ids: list[int]) -> None:
+    """Queue the images for inference, in chunks the worker predicts as one array each."""
+    celery_app = app.extensions["celery"]
+    chunk = app.config["INFERENCE_CHUNK_SIZE"]
+    for start in range(0, len(image_ids), chunk):
+        celery_app.send_task(CLASSIFY_IMAGES, args=[image_ids[start:start + chunk]], queue=INFERENCE_QUEUE)

@@ -1,0 +1,39 @@
+"""The results table a hospital gets back, as rows and as CSV; shared by the API and `melanoma predict`."""
+
+import csv
+import io
+
+RESULT_COLUMNS = ("filename", "status", "predicted_class", "melanoma_probability", "alert", "rejection_reason",
+                  "sha256", "model_version")
+
+
+def result_row(filename: str, status: str, sha256: str = "", predicted_class: str | None = None,
+               melanoma_probability: float | None = None, alert: bool | None = None,
+               rejection_reason: str | None = None, model_version: str | None = None) -> dict:
+    return {
+        "filename": filename,
+        "status": status,
+        "predicted_class": predicted_class,
+        "melanoma_probability": None if melanoma_probability is None else round(float(melanoma_probability), 6),
+        "alert": alert,
+        "rejection_reason": rejection_reason,
+        "sha256": sha256,
+        "model_version": model_version,
+    }
+
+
+def to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(row.get(key)) for key in RESULT_COLUMNS})
+    return out.getvalue()
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value

@@ -1,0 +1,1 @@
+"""The CNN: network, data pipeline, training, metrics and the serving classifier."""

@@ -1,0 +1,48 @@
+"""Plain-numpy metrics for the model card: no framework needed to check them by hand."""
+
+import numpy as np
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve for binary labels, by the rank-sum formula (ties count one half)."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=float)
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    index = 0
+    while index < len(scores):
+        end = index
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[index]:
+            end += 1
+        ranks[order[index:end + 1]] = (index + end) / 2.0 + 1.0
+        index = end + 1
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> float:
+    """Mean per-class recall over the classes present in labels."""
+    recalls = [np.mean(predicted[labels == c] == c) for c in range(num_classes) if np.any(labels == c)]
+    return float(np.mean(recalls))
+
+
+def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: float) -> float:
+    """The highest threshold whose sensitivity (scores >= threshold among positives) reaches target."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    positive_scores = np.sort(np.asarray(scores, dtype=float)[np.asarray(labels).astype(bool)])[::-1]
+    if len(positive_scores) == 0:
+        raise ValueError("no positive examples: cannot choose a threshold for sensitivity")
+    needed = int(np.ceil(target * len(positive_scores)))
+    return float(positive_scores[needed - 1])
+
+
+def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    labels = np.asarray(labels).astype(bool)
+    alerts = np.asarray(scores) >= threshold
+    sensitivity = float(alerts[labels].mean()) if labels.any() else float("nan")
+    specificity = float((~alerts[~labels]).mean()) if (~labels).any() else float("nan")
+    return sensitivity, specificity

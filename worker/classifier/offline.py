@@ -1,0 +1,40 @@
+"""In-process classification of files, for `melanoma predict`: the same decoding and model, no server."""
+
+import hashlib
+from pathlib import Path
+
+from web.results import result_row
+from worker.classifier.images import UnreadableImage, decode_image
+from worker.classifier.predictor import Classifier
+from worker.registry import read_card
+
+CHUNK = 64
+
+
+def predict_files(files: list[Path], model_dir: str | Path) -> list[dict]:
+    """One result row per file, in order; unreadable files are rejected rows with the reason."""
+    card, artifact = read_card(model_dir)
+    classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
+    threshold = card["alert_threshold"]
+    melanoma = classifier.class_names.index("melanoma")
+    label = f"{card['name']}:{card['version']}"
+    rows: list[dict | None] = [None] * len(files)
+    for start in range(0, len(files), CHUNK):
+        arrays, positions = [], []
+        for position in range(start, min(start + CHUNK, len(files))):
+            data = files[position].read_bytes()
+            sha256 = hashlib.sha256(data).hexdigest()
+            try:
+                arrays.append(decode_image(data, classifier.input_size))
+                positions.append((position, sha256))
+            except UnreadableImage as error:
+                rows[position] = result_row(str(files[position]), "rejected", sha256, rejection_reason=str(error))
+        for (position, sha256), probabilities in zip(positions, classifier.predict(arrays), strict=True):
+            melanoma_probability = float(probabilities[melanoma])
+            rows[position] = result_row(
+                str(files[position]), "done", sha256,
+                predicted_class=classifier.class_names[int(probabilities.argmax())],
+                melanoma_probability=melanoma_probability, alert=melanoma_probability >= threshold,
+                model_version=label,
+            )
+    return rows

@@ -1,0 +1,117 @@
+"""Training: audited data, stratified split, class-weighted fit, alert threshold chosen on validation.
+
+The result is a model directory: the `.keras` artifact and `card.json` (classes, input size, threshold,
+metrics, training data hash, date), which the registry and the workers read.
+"""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from worker.classifier import data
+from worker.classifier.metrics import (
+    balanced_accuracy,
+    roc_auc,
+    sensitivity_specificity,
+    threshold_for_sensitivity,
+)
+from worker.registry import CARD_NAME, file_sha256
+from worker.classifier.network import CLASS_NAMES, DEFAULT_INPUT_SIZE, MELANOMA, make_model
+
+ARTIFACT_NAME = "model.keras"
+
+
+def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    return {c: float(len(labels) / (num_classes * counts[c])) if counts[c] else 0.0 for c in range(num_classes)}
+
+
+def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    melanoma = CLASS_NAMES.index(MELANOMA)
+    predicted = probabilities.argmax(axis=1)
+    is_melanoma = labels == melanoma
+    sensitivity, specificity = sensitivity_specificity(is_melanoma, probabilities[:, melanoma], threshold)
+    return {
+        "images": int(len(labels)),
+        "accuracy": float(np.mean(predicted == labels)),
+        "balanced_accuracy": balanced_accuracy(labels, predicted, len(CLASS_NAMES)),
+        "melanoma_auc": roc_auc(is_melanoma, probabilities[:, melanoma]),
+        "melanoma_sensitivity": sensitivity,
+        "melanoma_specificity": specificity,
+    }
+
+
+def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int = 0,
+          input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
+          learning_rate: float = 2e-3, verbose: int = 2) -> dict:
+    """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+    examples, audit = data.list_examples(data_dir, CLASS_NAMES)
+    split = data.split_examples(examples, seed=seed)
+    images = {name: data.read_images(part, input_size) for name, part in
+              (("train", split.train), ("validation", split.validation), ("test", split.test))}
+    labels = {name: np.array([e.label for e in part], dtype=np.int64) for name, part in
+              (("train", split.train), ("validation", split.validation), ("test", split.test))}
+
+    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES))
+    steps = epochs * int(np.ceil(len(split.train) / batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
+                  metrics=["accuracy"])
+    train_ds = data.load_dataset(images["train"], labels["train"], batch_size, len(CLASS_NAMES),
+                                 training=True, seed=seed)
+    validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
+                                      len(CLASS_NAMES))
+    best_path = out_dir / "best.weights.h5"
+    history = model.fit(
+        train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose,
+        class_weight=_class_weights(labels["train"], len(CLASS_NAMES)),
+        callbacks=[keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
+                                                   save_weights_only=True)],
+    )
+    model.load_weights(best_path)
+    best_path.unlink()
+
+    melanoma = CLASS_NAMES.index(MELANOMA)
+    validation_probabilities = model.predict(images["validation"].astype(np.float32), verbose=0)
+    threshold = threshold_for_sensitivity(labels["validation"] == melanoma,
+                                          validation_probabilities[:, melanoma], target_sensitivity)
+    test_probabilities = model.predict(images["test"].astype(np.float32), verbose=0)
+
+    artifact = out_dir / ARTIFACT_NAME
+    model.save(artifact)
+    card = {
+        "name": "melanoma-cnn",
+        "version": dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S"),
+        "artifact": ARTIFACT_NAME,
+        "artifact_sha256": file_sha256(artifact),
+        "class_names": list(CLASS_NAMES),
+        "input_size": input_size,
+        "alert_threshold": threshold,
+        "target_sensitivity": target_sensitivity,
+        "metrics": {
+            "validation": _evaluate(validation_probabilities, labels["validation"], threshold),
+            "test": _evaluate(test_probabilities, labels["test"], threshold),
+        },
+        "training": {
+            "data_sha256": data.dataset_hash(examples),
+            "split_sizes": {name: int(len(part)) for name, part in labels.items()},
+            "audit": {key: value if key != "conflicts_excluded" else len(value) for key, value in audit.items()},
+            "epochs": epochs,
+            "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
+            "seed": seed,
+            "parameters": int(model.count_params()),
+        },
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    (out_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    return card

@@ -1,0 +1,98 @@
+"""Classify a chunk of stored images with the serving model and write predictions and alerts."""
+
+import logging
+
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from models import Alert, Batch, Image, Prediction, db
+from models.batch import ImageStatus
+from web.storage import ImageStore
+from worker.classifier.images import UnreadableImage, decode_image
+from worker.serving import serving_model
+
+log = logging.getLogger(__name__)
+
+MELANOMA = "melanoma"
+
+
+def classify_images(image_ids: list[int]) -> dict:
+    """Predict every queued image among image_ids as one array; safe to run twice on the same ids."""
+    model = serving_model()
+    store = ImageStore(current_app.config["STORAGE_DIR"])
+    images = db.session.scalars(
+        db.select(Image).where(Image.id.in_(image_ids), Image.status == ImageStatus.QUEUED).order_by(Image.id)
+    ).all()
+    already = set(db.session.scalars(
+        db.select(Prediction.image_id).where(Prediction.image_id.in_(image_ids),
+                                             Prediction.model_version_id == model.version_id)
+    ))
+    arrays, to_predict, rejected = [], [], 0
+    for image in images:
+        if image.id in already:
+            image.status = ImageStatus.DONE
+            continue
+        try:
+            arrays.append(decode_image(store.read(image.storage_path), model.input_size))
+            to_predict.append(image)
+        except UnreadableImage as error:
+            image.status, image.rejection_reason = ImageStatus.REJECTED, str(error)
+            rejected += 1
+        except FileNotFoundError:
+            image.status = ImageStatus.FAILED
+            image.rejection_reason = "the stored file is missing from image storage; please resend this image"
+    probabilities = model.classifier.predict(arrays)
+    melanoma = model.class_names.index(MELANOMA)
+    alerts = 0
+    for image, row in zip(to_predict, probabilities, strict=True):
+        prediction = Prediction(
+            image_id=image.id, model_version_id=model.version_id,
+            probabilities={name: round(float(p), 6) for name, p in zip(model.class_names, row, strict=True)},
+            predicted_class=model.class_names[int(row.argmax())],
+            melanoma_probability=float(row[melanoma]),
+        )
+        db.session.add(prediction)
+        if prediction.melanoma_probability >= model.alert_threshold:
+            db.session.add(Alert(prediction=prediction, hospital_id=image.hospital_id,
+                                 melanoma_probability=prediction.melanoma_probability,
+                                 threshold=model.alert_threshold))
+            alerts += 1
+        image.status, image.rejection_reason = ImageStatus.DONE, None
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The same task ran concurrently elsewhere and wrote these predictions first: nothing to add.
+        db.session.rollback()
+        log.info("predictions for %s were already written by another run", image_ids)
+        return {"predicted": 0, "rejected": 0, "alerts": 0, "duplicate_run": True}
+    _finish_batches({image.batch_id for image in images})
+    return {"predicted": len(to_predict), "rejected": rejected, "alerts": alerts}
+
+
+def record_failure(image_ids: list[int], reason: str, max_attempts: int) -> list[int]:
+    """Count a failed attempt on each queued image; images out of attempts become failed, with the reason.
+
+    Returns the ids still worth retrying.
+    """
+    images = db.session.scalars(
+        db.select(Image).where(Image.id.in_(image_ids), Image.status == ImageStatus.QUEUED)
+    ).all()
+    retry = []
+    for image in images:
+        image.attempts += 1
+        image.rejection_reason = reason[:2000]
+        if image.attempts >= max_attempts:
+            image.status = ImageStatus.FAILED
+        else:
+            retry.append(image.id)
+    db.session.commit()
+    _finish_batches({image.batch_id for image in images})
+    return retry
+
+
+def _finish_batches(batch_ids: set[int]) -> None:
+    for batch_id in batch_ids:
+        batch = db.session.get(Batch, batch_id)
+        if batch is not None:
+            batch.finish_if_complete()
+    db.session.commit()

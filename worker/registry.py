@@ -1,0 +1,89 @@
+"""Model registry: model directories (artifact + card.json) become ModelVersion rows; one is champion.
+
+Reads JSON and hashes files only, so the web process and the CLI can use it without TensorFlow.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+
+from models import AuditEvent, ModelVersion, db
+from web.config import ROOT
+
+CARD_NAME = "card.json"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_card(model_dir: str | Path) -> tuple[dict, Path]:
+    """The card of a model directory and the path of its artifact, checked against the card's hash."""
+    model_dir = Path(model_dir)
+    card_path = model_dir / CARD_NAME
+    if not card_path.is_file():
+        raise ValueError(f"{model_dir} has no {CARD_NAME}; point at a directory written by `melanoma train`")
+    card = json.loads(card_path.read_text())
+    artifact = model_dir / card["artifact"]
+    if not artifact.is_file():
+        raise ValueError(f"the card names {artifact}, which does not exist")
+    actual = file_sha256(artifact)
+    if actual != card["artifact_sha256"]:
+        raise ValueError(f"{artifact} has SHA-256 {actual}, but its card says {card['artifact_sha256']}")
+    return card, artifact
+
+
+def stored_path(path: Path) -> str:
+    """Paths inside the project are stored relative to it, so the same row works in every deployment."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def resolve_path(stored: str) -> Path:
+    path = Path(stored)
+    return path if path.is_absolute() else ROOT / path
+
+
+def register_model(model_dir: str | Path, promote: bool = False, actor: str = "system") -> ModelVersion:
+    """Register the model directory (once: its artifact hash is unique); optionally make it champion."""
+    card, artifact = read_card(model_dir)
+    version = db.session.scalar(
+        db.select(ModelVersion).where(ModelVersion.artifact_sha256 == card["artifact_sha256"])
+    )
+    if version is None:
+        version = ModelVersion(
+            name=card["name"], version=card["version"], artifact_path=stored_path(artifact),
+            artifact_sha256=card["artifact_sha256"], class_names=card["class_names"],
+            input_size=card["input_size"], alert_threshold=card["alert_threshold"],
+            metrics=card.get("metrics", {}), card=card,
+        )
+        db.session.add(version)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            # Another process registered the same artifact a moment ago.
+            db.session.rollback()
+            return register_model(model_dir, promote=promote, actor=actor)
+        AuditEvent.record(actor, "model.registered", f"model:{version.id}", label=version.label)
+    if promote and not version.is_champion:
+        version.promote()
+        AuditEvent.record(actor, "model.promoted", f"model:{version.id}", label=version.label)
+    db.session.commit()
+    return version
+
+
+def ensure_champion(default_model_dir: str | Path) -> ModelVersion:
+    """The serving model; on a new database the model shipped with the project becomes champion."""
+    champion = ModelVersion.champion()
+    if champion is None:
+        champion = register_model(default_model_dir, promote=True)
+    return champion

@@ -1,0 +1,51 @@
+"""The model this worker process serves: loaded once after the fork, reloaded when the champion changes."""
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from flask import current_app
+
+from models import ModelVersion
+from worker.registry import ensure_champion, file_sha256, resolve_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServingModel:
+    version_id: int
+    label: str
+    class_names: list[str]
+    input_size: int
+    alert_threshold: float
+    classifier: object  # worker.classifier.predictor.Classifier
+
+
+_lock = threading.Lock()
+_current: ServingModel | None = None
+
+
+def serving_model() -> ServingModel:
+    """The champion's classifier, loading it on first use or after a promotion (one query per call)."""
+    global _current
+    champion = ensure_champion(current_app.config["MODEL_DIR"])
+    with _lock:
+        if _current is None or _current.version_id != champion.id:
+            _current = _load(champion)
+        # The threshold may be recalibrated without a new artifact.
+        _current.alert_threshold = champion.alert_threshold
+        return _current
+
+
+def _load(version: ModelVersion) -> ServingModel:
+    from worker.classifier.predictor import Classifier
+
+    artifact = resolve_path(version.artifact_path)
+    actual = file_sha256(artifact)
+    if actual != version.artifact_sha256:
+        raise RuntimeError(f"{artifact} does not match the registered hash of {version.label}; refusing to serve it")
+    log.info("loading model %s from %s", version.label, artifact)
+    classifier = Classifier(str(artifact), version.class_names, version.input_size)
+    return ServingModel(version.id, version.label, list(version.class_names), version.input_size,
+                        version.alert_threshold, classifier)

@@ -1,0 +1,87 @@
+"""Celery tasks. Each takes ids, has a name, a time limit and a queue, and is safe to run twice."""
+
+import datetime as dt
+import logging
+
+from celery import shared_task
+from celery.signals import worker_process_init
+from flask import current_app
+
+from models import Image, db, utcnow
+from models.batch import ImageStatus
+from web.queue import CLASSIFY_IMAGES, REQUEUE_STALE, RETRAIN, send_classify
+from worker import inference
+
+log = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _load_model_after_fork(**_kwargs):
+    """Each pool process gets its own database connections and its own copy of the model."""
+    from worker.celery import flask_app
+    from worker.serving import serving_model
+
+    with flask_app.app_context():
+        db.engine.dispose(close=False)
+        try:
+            serving_model()
+        except Exception:  # a broken model must not stop the process; tasks record the error per image
+            log.exception("could not load the serving model at start-up")
+        finally:
+            db.session.remove()
+
+
+@shared_task(name=CLASSIFY_IMAGES, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
+def classify_images(self, image_ids: list[int]) -> dict:
+    try:
+        return inference.classify_images(image_ids)
+    except Exception as error:
+        db.session.rollback()
+        log.exception("inference failed for images %s", image_ids)
+        retry = inference.record_failure(image_ids, f"inference failed: {error!r}",
+                                         current_app.config["MAX_ATTEMPTS"])
+        if retry:
+            raise self.retry(args=[retry], countdown=min(60, 5 * 2 ** self.request.retries)) from error
+        return {"failed": len(image_ids)}
+    finally:
+        db.session.remove()
+
+
+@shared_task(name=REQUEUE_STALE, time_limit=120)
+def requeue_stale() -> int:
+    """Queue again images still waiting long after upload: a lost message or a broker restart loses nothing."""
+    cutoff = utcnow() - dt.timedelta(seconds=current_app.config["REQUEUE_AFTER_SECONDS"])
+    try:
+        ids = list(db.session.scalars(
+            db.select(Image.id).where(Image.status == ImageStatus.QUEUED, Image.updated_at < cutoff)
+            .order_by(Image.id).limit(10_000)
+        ))
+        if ids:
+            # Touch them, so the next sweep waits a full period before sending them again.
+            db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow()))
+            db.session.commit()
+            send_classify(current_app, ids)
+            log.warning("requeued %d stale images", len(ids))
+        return len(ids)
+    finally:
+        db.session.remove()
+
+
+# Not acks_late: a training run outlives the broker's visibility timeout and must not be redelivered.
+@shared_task(name=RETRAIN, time_limit=4 * 3600, acks_late=False)
+def retrain() -> int:
+    """Train a new model on RETRAIN_DATA_DIR and register it (not promoted: an operator decides)."""
+    from pathlib import Path
+
+    from worker.classifier.training import train
+    from worker.registry import register_model
+
+    data_dir = current_app.config["RETRAIN_DATA_DIR"]
+    if not data_dir:
+        raise ValueError("RETRAIN_DATA_DIR is not set; point it at a folder of class folders")
+    out_dir = Path(current_app.config["INSTANCE_DIR"]) / "models" / utcnow().strftime("%Y%m%d-%H%M%S")
+    try:
+        train(data_dir, out_dir, verbose=0)
+        return register_model(out_dir, promote=False, actor="schedule:retrain").id
+    finally:
+        db.session.remove()
