@@ -1,8 +1,8 @@
 """Database records (SQLAlchemy ORM), shared by the web app and the workers; imports neither."""
 
 from models.base import db, utcnow
-from models.hospital import ApiKey, AuditEvent, Hospital
 from models.batch import Batch, Image
+from models.hospital import ApiKey, AuditEvent, Hospital
 from models.prediction import Alert, ModelVersion, Prediction
 
 __all__ = [

@@ -208,3 +208,7 @@ def train(data_dir, out, epochs, seed, target_sensitivity):
     click.echo(f"model written to {out}: test balanced accuracy {test['balanced_accuracy']:.3f}, "
                f"melanoma AUC {test['melanoma_auc']:.3f}, alert threshold {card['alert_threshold']:.4f}")
     click.echo(f"serve it with: melanoma models register {out} --promote")
+
+
+if __name__ == "__main__":
+    cli()

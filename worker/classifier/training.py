@@ -19,8 +19,8 @@ from worker.classifier.metrics import (
     sensitivity_specificity,
     threshold_for_sensitivity,
 )
-from worker.registry import CARD_NAME, file_sha256
 from worker.classifier.network import CLASS_NAMES, DEFAULT_INPUT_SIZE, MELANOMA, make_model
+from worker.registry import CARD_NAME, file_sha256
 
 ARTIFACT_NAME = "model.keras"
 

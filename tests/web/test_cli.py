@@ -1,0 +1,106 @@
+"""The `melanoma` command: hospitals, in-process predict, and submit against a live server and worker."""
+
+import csv
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from models import Batch, Hospital, ModelVersion, db
+from models.hospital import ApiKey
+from tests.conftest import ROOT, dataset_images, worker_env
+
+MELANOMA = [sys.executable, "-m", "web.cli"]
+
+
+def test_hospitals_create_prints_a_working_key_alone_on_the_last_line(runner, client):
+    result = runner.invoke(args=["hospitals", "create", "Royal Infirmary"])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    assert key.startswith("mk_") and " " not in key
+    assert ApiKey.find_hospital(key).name == "Royal Infirmary"
+    assert client.get("/api/v1/alerts", headers={"X-API-Key": key}).status_code == 200
+    again = runner.invoke(args=["hospitals", "create", "Royal Infirmary"])
+    assert again.exit_code != 0 and "exists" in again.output
+    assert db.session.scalar(db.select(db.func.count(Hospital.id))) == 1
+
+
+def test_models_register_and_promote_switch_the_champion(runner, tmp_path):
+    from web.config import DEFAULT_MODEL_DIR
+
+    result = runner.invoke(args=["models", "register", str(DEFAULT_MODEL_DIR), "--promote"])
+    assert result.exit_code == 0, result.output
+    champion = ModelVersion.champion()
+    assert champion is not None and champion.artifact_path.startswith("worker/")
+    bad = runner.invoke(args=["models", "register", str(tmp_path)])
+    assert bad.exit_code != 0 and "card.json" in bad.output
+    assert runner.invoke(args=["models", "promote", "999"]).exit_code != 0
+
+
+def test_predict_writes_the_results_csv_without_a_server(tmp_path):
+    images = dataset_images("melanoma", 2) + dataset_images("dermatofibroma", 2)
+    folder = tmp_path / "in" / "nested"
+    folder.mkdir(parents=True)
+    for path in images:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "results.csv"
+    result = subprocess.run([*MELANOMA, "predict", str(tmp_path / "in"), "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5
+    by_name = {os.path.basename(row["filename"]): row for row in rows}
+    assert by_name["broken.jpg"]["status"] == "rejected" and by_name["broken.jpg"]["rejection_reason"]
+    for path in images:
+        row = by_name[path.name]
+        assert row["status"] == "done" and row["alert"] in ("true", "false")
+        assert 0.0 <= float(row["melanoma_probability"]) <= 1.0
+
+
+def test_predict_refuses_a_missing_path(tmp_path):
+    result = subprocess.run([*MELANOMA, "predict", str(tmp_path / "nope"), "--out", str(tmp_path / "r.csv")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "no such file or folder" in result.stderr
+
+
+@pytest.fixture
+def live_server(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, worker, backend_settings, backend,
+                                                           tmp_path, hospital):
+    _, key = hospital
+    folder = tmp_path / "clinic"
+    (folder / "day1").mkdir(parents=True)
+    for path in dataset_images("melanoma", 2) + dataset_images("nevus", 2):
+        (folder / "day1" / path.name).write_bytes(path.read_bytes())
+    (folder / "notes.txt").write_text("skipped: not an image suffix")
+    out = tmp_path / "results.csv"
+    env = {**worker_env(backend_settings[backend]), "MELANOMA_SERVER": live_server, "MELANOMA_API_KEY": key}
+    result = subprocess.run([*MELANOMA, "submit", str(folder), "--wait", "--out", str(out)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr + worker.output()[-3000:]
+    batch_id = int(result.stdout.strip().splitlines()[-1])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4 and all(row["status"] == "done" for row in rows)
+    db.session.expire_all()
+    assert db.session.get(Batch, batch_id).status == "done"
+
+
+def test_submit_without_a_key_or_server_says_what_to_do(tmp_path):
+    image = dataset_images("nevus", 1)[0]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MELANOMA_")}
+    no_key = subprocess.run([*MELANOMA, "submit", str(image)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert no_key.returncode != 0 and "MELANOMA_API_KEY" in no_key.stderr
+    no_server = subprocess.run([*MELANOMA, "submit", str(image), "--server", "http://127.0.0.1:9",
+                                "--api-key", "k"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert no_server.returncode != 0 and "cannot reach" in no_server.stderr

@@ -1,0 +1,114 @@
+"""The CNN code: metrics on hand-computed cases, threshold choice, decoding, the shipped model, training."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from tests.conftest import make_png
+from web.config import DEFAULT_MODEL_DIR
+from worker.classifier.images import UnreadableImage, decode_image
+from worker.classifier.metrics import (
+    balanced_accuracy,
+    roc_auc,
+    sensitivity_specificity,
+    threshold_for_sensitivity,
+)
+from worker.registry import read_card
+
+
+def test_roc_auc_matches_hand_computed_values():
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    assert roc_auc(np.array([1, 1, 0]), np.array([0.9, 0.8, 0.1])) == pytest.approx(1.0)
+
+
+def test_balanced_accuracy_is_the_mean_recall_per_class():
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    predicted = np.array([0, 0, 0, 1, 1, 0])
+    assert balanced_accuracy(labels, predicted, 3) == pytest.approx((3 / 4 + 1 / 2) / 2)
+
+
+def test_threshold_reaches_the_requested_sensitivity_on_a_known_distribution():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(200), np.zeros(800)]
+    scores = np.r_[rng.normal(0.7, 0.15, 200), rng.normal(0.3, 0.15, 800)]
+    for target in (0.8, 0.9, 0.95):
+        threshold = threshold_for_sensitivity(labels, scores, target)
+        sensitivity, specificity = sensitivity_specificity(labels, scores, threshold)
+        assert target <= sensitivity < target + 1 / 200 + 1e-9
+        assert 0 < specificity < 1
+    with pytest.raises(ValueError, match="no positive"):
+        threshold_for_sensitivity(np.zeros(3), np.ones(3), 0.9)
+
+
+def test_decode_image_gives_the_input_size_whatever_the_source_size():
+    for size in ((640, 480), (33, 200), (180, 180)):
+        array = decode_image(make_png(*size), 96)
+        assert array.shape == (96, 96, 3) and array.dtype == np.uint8
+    with pytest.raises(UnreadableImage, match="empty"):
+        decode_image(b"", 96)
+    with pytest.raises(UnreadableImage, match="not a readable image"):
+        decode_image(b"plain text", 96)
+
+
+def test_shipped_model_card_matches_its_artifact():
+    card, artifact = read_card(DEFAULT_MODEL_DIR)
+    assert card["class_names"][3] == "melanoma" and len(card["class_names"]) == 9
+    assert 0.0 < card["alert_threshold"] < 1.0
+    assert artifact.stat().st_size < 20 * 1024 * 1024
+    for key in ("input_size", "metrics", "training", "trained_at"):
+        assert key in card
+    assert card["training"]["data_sha256"]
+
+
+def test_shipped_model_accepts_images_of_any_size_and_predicts_a_list():
+    from worker.classifier.predictor import Classifier
+
+    card, artifact = read_card(DEFAULT_MODEL_DIR)
+    classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
+    images = [decode_image(make_png(w, h, colour), card["input_size"])
+              for w, h, colour in ((300, 200, (200, 100, 80)), (50, 90, (90, 60, 50)))]
+    probabilities = classifier.predict(images)
+    assert probabilities.shape == (2, 9)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    # The model resizes inside itself, so a raw image of another size gives a valid answer too.
+    raw = np.asarray(PILImage.new("RGB", (250, 170), (150, 90, 70)), dtype=np.float32)[None]
+    assert np.asarray(classifier.model(raw)).shape == (1, 9)
+    assert classifier.predict([]).shape == (0, 9)
+
+
+def test_training_on_a_tiny_dataset_writes_a_model_that_reloads_with_the_same_outputs(tmp_path):
+    from worker.classifier.network import CLASS_NAMES
+    from worker.classifier.predictor import Classifier
+    from worker.classifier.training import train
+
+    data_dir = tmp_path / "Train"
+    rng = np.random.default_rng(1)
+    for index, name in enumerate(CLASS_NAMES):
+        (data_dir / name).mkdir(parents=True)
+        for copy in range(4):
+            pixels = rng.integers(0, 255, (40 + copy, 50, 3), dtype=np.uint8)
+            pixels[..., index % 3] = 200
+            PILImage.fromarray(pixels).save(data_dir / name / f"img{copy}.{'png' if copy % 2 else 'jpg'}")
+    # A labelling conflict: the same bytes under two classes must be left out of training.
+    (data_dir / "nevus" / "dup.png").write_bytes((data_dir / "melanoma" / "img1.png").read_bytes())
+
+    card = train(data_dir, tmp_path / "model", epochs=1, seed=3, input_size=32, batch_size=8, verbose=0)
+    assert card["training"]["audit"]["conflicts_excluded"] == 1
+    assert json.loads((tmp_path / "model" / "card.json").read_text()) == card
+    loaded_card, artifact = read_card(tmp_path / "model")
+    classifier = Classifier(str(artifact), loaded_card["class_names"], loaded_card["input_size"])
+    image = decode_image((data_dir / "melanoma" / "img0.jpg").read_bytes(), 32)
+    first = classifier.predict([image])
+    again = Classifier(str(artifact), loaded_card["class_names"], 32).predict([image])
+    np.testing.assert_allclose(first, again, rtol=1e-5)
+
+
+def test_training_refuses_a_folder_without_the_class_folders(tmp_path):
+    from worker.classifier.training import train
+
+    with pytest.raises(ValueError, match="no folder for classes"):
+        train(tmp_path, tmp_path / "out", epochs=1)
+
