@@ -96,7 +96,7 @@ def backend(request):
 
 @pytest.fixture
 def app(request, backend, backend_settings):
-    settings = {**backend_settings[backend], "TESTING": True, "SERVER_NAME": "localhost"}
+    settings = {**backend_settings[backend], "TESTING": True}
     if "worker" not in request.fixturenames:
         settings["REDIS_URL"] = f"{REDIS_BASE_URL}/{IDLE_REDIS_DB}"
     app = create_app(settings)

@@ -18,8 +18,14 @@ MELANOMA = [sys.executable, "-m", "web.cli"]
 
 
 def _children(process: subprocess.Popen, word: str) -> list[psutil.Process]:
-    return [child for child in psutil.Process(process.pid).children()
-            if word in " ".join(child.cmdline())]
+    found = []
+    for child in psutil.Process(process.pid).children():
+        try:
+            if word in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # exited (or a zombie not yet reaped by serve)
+            pass
+    return found
 
 
 def _wait_for(condition, timeout: float, what: str, log_path):
@@ -54,8 +60,8 @@ def test_serve_runs_the_system_on_embedded_defaults_and_restarts_a_dead_worker(t
 
             def healthy():
                 try:
-                    return requests.get(f"{server}/healthz", timeout=1).ok
-                except requests.ConnectionError:
+                    return requests.get(f"{server}/healthz", timeout=5).ok
+                except requests.RequestException:
                     return False
 
             _wait_for(healthy, 60, "the web server", log_path)
@@ -69,9 +75,9 @@ def test_serve_runs_the_system_on_embedded_defaults_and_restarts_a_dead_worker(t
             assert submit.returncode == 0, submit.stderr + log_path.read_text()[-4000:]
             assert [row["status"] for row in csv.DictReader(out.open())] == ["done"] * 3
 
-            worker = _children(serve, "worker")[0]
+            worker = _children(serve, "-A worker worker")[0]
             worker.kill()
-            _wait_for(lambda: [c for c in _children(serve, "worker") if c.pid != worker.pid], 30,
+            _wait_for(lambda: [c for c in _children(serve, "-A worker worker") if c.pid != worker.pid], 30,
                       "the worker to be restarted", log_path)
             assert "worker exited" in log_path.read_text()
         finally:

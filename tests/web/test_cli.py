@@ -12,18 +12,19 @@ from werkzeug.serving import make_server
 from models import Batch, Hospital, ModelVersion, db
 from models.hospital import ApiKey
 from tests.conftest import ROOT, dataset_images, worker_env
+from web.cli import cli
 
 MELANOMA = [sys.executable, "-m", "web.cli"]
 
 
 def test_hospitals_create_prints_a_working_key_alone_on_the_last_line(runner, client):
-    result = runner.invoke(args=["hospitals", "create", "Royal Infirmary"])
+    result = runner.invoke(cli, args=["hospitals", "create", "Royal Infirmary"])
     assert result.exit_code == 0, result.output
     key = result.output.strip().splitlines()[-1]
     assert key.startswith("mk_") and " " not in key
     assert ApiKey.find_hospital(key).name == "Royal Infirmary"
     assert client.get("/api/v1/alerts", headers={"X-API-Key": key}).status_code == 200
-    again = runner.invoke(args=["hospitals", "create", "Royal Infirmary"])
+    again = runner.invoke(cli, args=["hospitals", "create", "Royal Infirmary"])
     assert again.exit_code != 0 and "exists" in again.output
     assert db.session.scalar(db.select(db.func.count(Hospital.id))) == 1
 
@@ -31,13 +32,13 @@ def test_hospitals_create_prints_a_working_key_alone_on_the_last_line(runner, cl
 def test_models_register_and_promote_switch_the_champion(runner, tmp_path):
     from web.config import DEFAULT_MODEL_DIR
 
-    result = runner.invoke(args=["models", "register", str(DEFAULT_MODEL_DIR), "--promote"])
+    result = runner.invoke(cli, args=["models", "register", str(DEFAULT_MODEL_DIR), "--promote"])
     assert result.exit_code == 0, result.output
     champion = ModelVersion.champion()
     assert champion is not None and champion.artifact_path.startswith("worker/")
-    bad = runner.invoke(args=["models", "register", str(tmp_path)])
+    bad = runner.invoke(cli, args=["models", "register", str(tmp_path)])
     assert bad.exit_code != 0 and "card.json" in bad.output
-    assert runner.invoke(args=["models", "promote", "999"]).exit_code != 0
+    assert runner.invoke(cli, args=["models", "promote", "999"]).exit_code != 0
 
 
 def test_predict_writes_the_results_csv_without_a_server(tmp_path):
