@@ -20,6 +20,8 @@ class Config:
     MODEL_DIR = os.environ.get("MODEL_DIR", str(DEFAULT_MODEL_DIR))
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_UPLOAD_MB", "2048")) * 1024 * 1024
     MAX_FILES_PER_BATCH = int(os.environ.get("MAX_FILES_PER_BATCH", "10000"))
+    # Werkzeug refuses multipart bodies of more parts than this (default 1,000): allow a full batch.
+    MAX_FORM_PARTS = MAX_FILES_PER_BATCH + 100
     MAX_FILE_MB = int(os.environ.get("MAX_FILE_MB", "50"))
     INFERENCE_CHUNK_SIZE = int(os.environ.get("INFERENCE_CHUNK_SIZE", "64"))
     # Images still queued this long after upload are queued again (a lost message, a Redis restart).

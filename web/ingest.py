@@ -4,6 +4,7 @@ import hashlib
 import io
 import logging
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flask import current_app
@@ -48,10 +49,11 @@ def check_image(data: bytes, max_bytes: int) -> str | None:
     return None
 
 
-def create_batch(hospital: Hospital, uploads: list[Upload], idempotency_key: str | None = None,
+def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key: str | None = None,
                  actor: str | None = None) -> tuple[Batch, bool]:
     """Create the batch and its images; returns (batch, created). A repeated idempotency key returns the
-    batch made the first time, and creates nothing."""
+    batch made the first time, and creates nothing. Uploads are consumed one at a time, so a batch of
+    thousands of files never sits in memory at once."""
     if idempotency_key:
         existing = _batch_for_key(hospital.id, idempotency_key)
         if existing:
@@ -59,9 +61,10 @@ def create_batch(hospital: Hospital, uploads: list[Upload], idempotency_key: str
     config = current_app.config
     store = ImageStore(config["STORAGE_DIR"])
     max_bytes = config["MAX_FILE_MB"] * 1024 * 1024
-    batch = Batch(hospital_id=hospital.id, idempotency_key=idempotency_key, image_count=len(uploads))
+    batch = Batch(hospital_id=hospital.id, idempotency_key=idempotency_key, image_count=0)
     db.session.add(batch)
     for upload in uploads:
+        batch.image_count += 1
         reason = check_image(upload.data, max_bytes)
         image = Image(batch=batch, hospital_id=hospital.id, filename=upload.filename, size_bytes=len(upload.data))
         if reason:
@@ -72,7 +75,7 @@ def create_batch(hospital: Hospital, uploads: list[Upload], idempotency_key: str
         db.session.add(image)
     db.session.flush()
     AuditEvent.record(actor or f"hospital:{hospital.id}", "batch.submitted", f"batch:{batch.id}",
-                      images=len(uploads), idempotency_key=idempotency_key)
+                      images=batch.image_count, idempotency_key=idempotency_key)
     try:
         db.session.commit()
     except IntegrityError:

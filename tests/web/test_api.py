@@ -158,3 +158,12 @@ def _gif() -> bytes:
     out = io.BytesIO()
     PILImage.new("RGB", (8, 8)).save(out, format="GIF")
     return out.getvalue()
+
+
+def test_a_batch_of_thousands_of_files_is_accepted_in_one_request(client, hospital):
+    _, key = hospital
+    files = [(f"lesion-{index:04d}.png", make_png(8, 8, (index % 256, 40, 90))) for index in range(1500)]
+    response = upload(client, key, files)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["image_count"] == 1500
+    assert db.session.scalar(db.select(db.func.count(Image.id))) == 1500

@@ -1,8 +1,9 @@
 """Batches, results and alerts for the calling hospital; another hospital's rows answer 404."""
 
 from flask import Response, current_app, g, request, url_for
+from sqlalchemy.orm import selectinload
 
-from models import Alert, Batch, Image, db
+from models import Alert, Batch, Image, Prediction, db
 from models.prediction import AlertStatus
 from web.api import bp
 from web.api.auth import require_api_key
@@ -45,8 +46,8 @@ def create_batch_view():
     key = request.headers.get("Idempotency-Key", "").strip() or None
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
-    uploads = [Upload(filename=(storage.filename or f"file-{index}")[:500], data=storage.read())
-               for index, storage in enumerate(files, start=1)]
+    uploads = (Upload(filename=(storage.filename or f"file-{index}")[:500], data=storage.read())
+               for index, storage in enumerate(files, start=1))
     batch, created = create_batch(g.hospital, uploads, idempotency_key=key)
     body = batch_json(batch)
     status = 202 if created else 200
@@ -72,7 +73,13 @@ def get_batch(batch_id: int):
 def batch_results(batch: Batch) -> list[dict]:
     """One row per image, with the prediction of the newest model that classified it."""
     rows = []
-    for image in db.session.scalars(db.select(Image).where(Image.batch_id == batch.id).order_by(Image.id)):
+    images = db.session.scalars(
+        db.select(Image).where(Image.batch_id == batch.id).order_by(Image.id).options(
+            selectinload(Image.predictions).selectinload(Prediction.alert),
+            selectinload(Image.predictions).selectinload(Prediction.model_version),
+        )
+    )
+    for image in images:
         prediction = image.predictions[-1] if image.predictions else None
         rows.append(result_row(
             filename=image.filename, status=image.status, sha256=image.sha256,
