@@ -10,7 +10,6 @@ submits --images real ISIC images --runs times and prints the timings.
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,15 +19,11 @@ from pathlib import Path
 
 import requests
 
+from web.serve import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"
 MELANOMA = [sys.executable, "-m", "web.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def pick_images(count: int, offset: int) -> list[Path]:
@@ -86,9 +81,9 @@ def main() -> None:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if requests.get(f"{server}/healthz", timeout=1).ok:
+                if requests.get(f"{server}/healthz", timeout=5).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             if time.monotonic() > deadline or serve.poll() is not None:
                 raise SystemExit(f"the server did not start; see {instance / 'serve.log'}")
