@@ -167,3 +167,18 @@ def test_a_batch_of_thousands_of_files_is_accepted_in_one_request(client, hospit
     assert response.status_code == 202, response.get_json()
     assert response.get_json()["image_count"] == 1500
     assert db.session.scalar(db.select(db.func.count(Image.id))) == 1500
+
+
+def test_unknown_urls_and_methods_under_the_api_answer_json(client, hospital):
+    _, key = hospital
+    missing = client.get("/api/v1/batches/not-a-number", headers={"X-API-Key": key})
+    assert missing.status_code == 404 and missing.is_json
+    wrong_method = client.delete("/api/v1/alerts", headers={"X-API-Key": key})
+    assert wrong_method.status_code == 405 and wrong_method.is_json
+
+
+def test_an_upload_over_the_size_limit_is_a_413_with_a_message(app, client, hospital):
+    _, key = hospital
+    app.config["MAX_CONTENT_LENGTH"] = 10_000
+    response = upload(client, key, [("big.png", make_png(200, 200) + b"x" * 20_000)])
+    assert response.status_code == 413 and "error" in response.get_json()

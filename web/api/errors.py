@@ -1,6 +1,6 @@
 """JSON errors for the API: bad input answers 4xx with a message, never a 500 page."""
 
-from flask import jsonify
+from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from web.api import bp
@@ -24,6 +24,9 @@ def _api_error(error: ApiError):
     return error_response(error.status, error.message)
 
 
-@bp.errorhandler(HTTPException)
+@bp.app_errorhandler(HTTPException)
 def _http_error(error: HTTPException):
+    """JSON for every error under /api/ (unknown URLs and wrong methods included); pages keep HTML."""
+    if not request.path.startswith("/api/"):
+        return error
     return error_response(error.code or 500, error.description or error.name)
