@@ -192,6 +192,28 @@ def predict(paths, out, model_dir):
 
 @cli.command(with_appcontext=False)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--against", type=click.Path(exists=True, file_okay=False),
+              help="Another class-folder set (a test split) to check for images shared with DATA_DIR.")
+@click.option("--out", default="audit.json", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the JSON report.")
+def audit(data_dir, against, out):
+    """Audit a class-folder dataset: duplicates, near duplicates, label conflicts, leaks, source shortcuts."""
+    import json
+
+    from worker.classifier.audit import audit as run_audit
+    from worker.classifier.audit import summary_table
+
+    try:
+        _, report = run_audit(data_dir, against=against)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    Path(out).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    click.echo(summary_table(report))
+    click.echo(f"report written to {out}")
+
+
+@cli.command(with_appcontext=False)
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", default="instance/models/latest", show_default=True, type=click.Path(file_okay=False))
 @click.option("--epochs", default=30, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)

@@ -96,7 +96,8 @@ def test_training_on_a_tiny_dataset_writes_a_model_that_reloads_with_the_same_ou
     (data_dir / "nevus" / "dup.png").write_bytes((data_dir / "melanoma" / "img1.png").read_bytes())
 
     card = train(data_dir, tmp_path / "model", epochs=1, seed=3, input_size=32, batch_size=8, verbose=0)
-    assert card["training"]["audit"]["conflicts_excluded"] == 1
+    assert card["training"]["audit"]["excluded_conflicts"] == 2
+    assert (tmp_path / "model" / "audit.json").is_file()
     assert json.loads((tmp_path / "model" / "card.json").read_text()) == card
     loaded_card, artifact = read_card(tmp_path / "model")
     classifier = Classifier(str(artifact), loaded_card["class_names"], loaded_card["input_size"])

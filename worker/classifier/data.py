@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from worker.classifier.audit import AuditReport, audit
 from worker.classifier.images import decode_image
-from worker.registry import file_sha256
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -20,6 +19,7 @@ class Example:
     path: str
     label: int
     sha256: str
+    source: str = "unknown"
 
 
 @dataclass(frozen=True)
@@ -29,35 +29,12 @@ class Split:
     test: list[Example]
 
 
-def list_examples(data_dir: str | Path, class_names: tuple[str, ...]) -> tuple[list[Example], dict]:
-    """List every image under DATA_DIR/<class name>/, collapsing byte-identical copies.
-
-    A file whose bytes appear under two different classes is a labelling conflict: every copy is
-    excluded. Returns the examples and a small report of what was dropped.
-    """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise ValueError(f"{data_dir} is not a folder; pass a folder holding one sub-folder per class")
-    missing = [name for name in class_names if not (data_dir / name).is_dir()]
-    if missing:
-        raise ValueError(f"{data_dir} has no folder for classes {missing}; expected one folder per class")
-    by_hash: dict[str, list[tuple[Path, int]]] = defaultdict(list)
-    for label, name in enumerate(class_names):
-        for path in sorted((data_dir / name).rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                by_hash[file_sha256(path)].append((path, label))
-    examples, duplicates, conflicts = [], 0, []
-    for sha256, copies in sorted(by_hash.items()):
-        labels = {label for _, label in copies}
-        if len(labels) > 1:
-            conflicts.append([str(path) for path, _ in copies])
-            continue
-        duplicates += len(copies) - 1
-        path, label = copies[0]
-        examples.append(Example(str(path), label, sha256))
-    report = {"images": sum(len(c) for c in by_hash.values()), "unique": len(examples),
-              "duplicates_collapsed": duplicates, "conflicts_excluded": conflicts}
-    return examples, report
+def list_examples(data_dir: str | Path, class_names: tuple[str, ...]) -> tuple[list[Example], AuditReport]:
+    """Audit DATA_DIR/<class name>/ and list what may be trained on: conflicting labels excluded, exact and
+    near duplicates collapsed to one image, so no picture can land on both sides of the split."""
+    kept, report = audit(data_dir, class_names)
+    index = {name: label for label, name in enumerate(class_names)}
+    return [Example(image.path, index[image.label], image.sha256, image.source) for image in kept], report
 
 
 def split_examples(examples: list[Example], seed: int, validation_fraction: float = 0.15,

@@ -23,6 +23,7 @@ from worker.classifier.network import CLASS_NAMES, DEFAULT_INPUT_SIZE, MELANOMA,
 from worker.registry import CARD_NAME, file_sha256
 
 ARTIFACT_NAME = "model.keras"
+AUDIT_NAME = "audit.json"
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -105,7 +106,8 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
         "training": {
             "data_sha256": data.dataset_hash(examples),
             "split_sizes": {name: int(len(part)) for name, part in labels.items()},
-            "audit": {key: value if key != "conflicts_excluded" else len(value) for key, value in audit.items()},
+            "audit": {"images": audit.images, "kept": audit.kept, "excluded_conflicts": audit.excluded,
+                      "duplicates_collapsed": audit.collapsed, "shortcut_warnings": audit.shortcut_warnings},
             "epochs": epochs,
             "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
             "seed": seed,
@@ -114,4 +116,5 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     (out_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / AUDIT_NAME).write_text(json.dumps(audit.to_json(), indent=2) + "\n")
     return card
