@@ -101,6 +101,8 @@ def test_training_on_a_tiny_dataset_writes_a_model_that_reloads_with_the_same_ou
     assert json.loads((tmp_path / "model" / "card.json").read_text()) == card
     loaded_card, artifact = read_card(tmp_path / "model")
     classifier = Classifier(str(artifact), loaded_card["class_names"], loaded_card["input_size"])
+    # The temperature fitted on validation travels inside the served model.
+    assert classifier.model.get_layer("calibration").temperature == pytest.approx(card["temperature"])
     image = decode_image((data_dir / "melanoma" / "img0.jpg").read_bytes(), 32)
     first = classifier.predict([image])
     again = Classifier(str(artifact), loaded_card["class_names"], 32).predict([image])
@@ -113,3 +115,25 @@ def test_training_refuses_a_folder_without_the_class_folders(tmp_path):
     with pytest.raises(ValueError, match="no folder for classes"):
         train(tmp_path, tmp_path / "out", epochs=1)
 
+
+
+def test_expected_calibration_error_on_a_hand_computed_case():
+    from worker.classifier.metrics import expected_calibration_error
+
+    # Two bins: confidence 0.9 with 1 of 2 right (gap 0.4), confidence 0.6 with 2 of 2 right (gap 0.4).
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+    labels = np.array([0, 1, 0, 1])
+    assert expected_calibration_error(probabilities, labels, bins=10) == pytest.approx(0.4)
+
+
+def test_temperature_scaling_recovers_a_known_overconfidence():
+    from worker.classifier.metrics import apply_temperature, expected_calibration_error, fit_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, (4000, 3))
+    labels = np.array([rng.choice(3, p=np.exp(row) / np.exp(row).sum()) for row in logits])
+    overconfident = np.exp(3 * logits) / np.exp(3 * logits).sum(axis=1, keepdims=True)
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    calibrated = apply_temperature(overconfident, temperature)
+    assert expected_calibration_error(calibrated, labels) < expected_calibration_error(overconfident, labels) / 3

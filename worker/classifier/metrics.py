@@ -46,3 +46,44 @@ def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: f
     sensitivity = float(alerts[labels].mean()) if labels.any() else float("nan")
     specificity = float((~alerts[~labels]).mean()) if (~labels).any() else float("nan")
     return sensitivity, specificity
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-class confidence: the bin-weighted gap between confidence and accuracy."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            error += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
+    return float(error)
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(log(p) / T) (temperature scaling).
+
+    Searched on a log grid then refined, since the NLL is smooth and one-dimensional in T.
+    """
+    log_probabilities = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1.0))
+    labels = np.asarray(labels)
+
+    def nll(temperature: float) -> float:
+        scaled = log_probabilities / temperature
+        scaled -= scaled.max(axis=1, keepdims=True)
+        log_normalised = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+        return float(-log_normalised[np.arange(len(labels)), labels].mean())
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 200))
+    best = grid[int(np.argmin([nll(t) for t in grid]))]
+    fine = np.linspace(best * 0.95, best * 1.05, 101)
+    return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    scaled = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1.0)) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exponentials = np.exp(scaled)
+    return exponentials / exponentials.sum(axis=1, keepdims=True)

@@ -49,6 +49,27 @@ class ShadesOfGrey(layers.Layer):
         return {**super().get_config(), "power": self.power}
 
 
+@keras.saving.register_keras_serializable(package="melanoma")
+class TemperatureScaling(layers.Layer):
+    """Calibrates softmax probabilities: softmax(log(p) / T), with T fitted on the validation split."""
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, probabilities):
+        return ops.softmax(ops.log(ops.clip(probabilities, 1e-12, 1.0)) / self.temperature, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def calibrated(model: keras.Model, temperature: float) -> keras.Model:
+    """The same network with temperature scaling on its output, for serving."""
+    outputs = TemperatureScaling(temperature, name="calibration")(model.output)
+    return keras.Model(model.input, outputs, name=model.name)
+
+
 def _conv_block(x, filters: int, name: str):
     x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from worker.classifier.network import ShadesOfGrey  # noqa: F401  (registers the layer for loading)
+from worker.classifier import network  # noqa: F401  (registers the custom layers for loading)
 
 
 class Classifier:

@@ -14,12 +14,15 @@ import tensorflow as tf
 
 from worker.classifier import data
 from worker.classifier.metrics import (
+    apply_temperature,
     balanced_accuracy,
+    expected_calibration_error,
+    fit_temperature,
     roc_auc,
     sensitivity_specificity,
     threshold_for_sensitivity,
 )
-from worker.classifier.network import CLASS_NAMES, DEFAULT_INPUT_SIZE, MELANOMA, make_model
+from worker.classifier.network import CLASS_NAMES, DEFAULT_INPUT_SIZE, MELANOMA, calibrated, make_model
 from worker.registry import CARD_NAME, file_sha256
 
 ARTIFACT_NAME = "model.keras"
@@ -43,6 +46,7 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
         "melanoma_auc": roc_auc(is_melanoma, probabilities[:, melanoma]),
         "melanoma_sensitivity": sensitivity,
         "melanoma_specificity": specificity,
+        "ece": expected_calibration_error(probabilities, labels),
     }
 
 
@@ -83,7 +87,10 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
     best_path.unlink()
 
     melanoma = CLASS_NAMES.index(MELANOMA)
-    validation_probabilities = model.predict(images["validation"].astype(np.float32), verbose=0)
+    raw_validation = model.predict(images["validation"].astype(np.float32), verbose=0)
+    temperature = fit_temperature(raw_validation, labels["validation"])
+    model = calibrated(model, temperature)
+    validation_probabilities = apply_temperature(raw_validation, temperature)
     threshold = threshold_for_sensitivity(labels["validation"] == melanoma,
                                           validation_probabilities[:, melanoma], target_sensitivity)
     test_probabilities = model.predict(images["test"].astype(np.float32), verbose=0)
@@ -99,8 +106,11 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
         "input_size": input_size,
         "alert_threshold": threshold,
         "target_sensitivity": target_sensitivity,
+        "temperature": temperature,
         "metrics": {
-            "validation": _evaluate(validation_probabilities, labels["validation"], threshold),
+            "validation": {**_evaluate(validation_probabilities, labels["validation"], threshold),
+                           "ece_before_calibration": expected_calibration_error(raw_validation,
+                                                                                labels["validation"])},
             "test": _evaluate(test_probabilities, labels["test"], threshold),
         },
         "training": {
