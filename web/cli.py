@@ -218,12 +218,17 @@ def audit(data_dir, against, out):
 @click.option("--epochs", default=30, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--target-sensitivity", default=0.90, show_default=True, type=float)
-def train(data_dir, out, epochs, seed, target_sensitivity):
+@click.option("--backbone", type=click.Choice(["small", "efficientnet_lite0"]), default="small", show_default=True,
+              help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
+@click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 128 / 160).")
+def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size):
     """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
     from worker.classifier.training import train as run_training
 
     try:
-        card = run_training(data_dir, out, epochs=epochs, seed=seed, target_sensitivity=target_sensitivity)
+        card = run_training(data_dir, out, epochs=epochs, seed=seed, target_sensitivity=target_sensitivity,
+                            backbone=backbone,
+                            input_size=input_size or (128 if backbone == "small" else 160))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]

@@ -77,16 +77,34 @@ def _conv_block(x, filters: int, name: str):
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
+BACKBONES = ("small", "efficientnet_lite0")
+
+
 def make_model(
     input_size: int = DEFAULT_INPUT_SIZE,
     num_classes: int = len(CLASS_NAMES),
     dropout_rate: float = 0.3,
+    backbone: str = "small",
 ) -> keras.Model:
-    """Build the classifier; it accepts uint8 or float RGB images of any height and width."""
+    """Build the classifier; it accepts uint8 or float RGB images of any height and width.
+
+    backbone "small" is a compact CNN trained from scratch; "efficientnet_lite0" is the ImageNet-shaped
+    EfficientNet-Lite0 (load its weights with backbones.load_imagenet_weights on model.get_layer(...)).
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = layers.Resizing(input_size, input_size, name="resize")(inputs)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
     x = ShadesOfGrey(name="colour_constancy")(x)
+    if backbone == "efficientnet_lite0":
+        from worker.classifier.backbones import efficientnet_lite0
+
+        x = layers.Rescaling(255.0, name="to_pixels")(x)
+        x = efficientnet_lite0(input_size)(x)
+        x = layers.Dropout(dropout_rate, name="dropout")(x)
+        outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+        return keras.Model(inputs, outputs, name="melanoma_cnn")
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from worker.classifier import data
+from worker.classifier.backbones import imagenet_weights_file, load_imagenet_weights
 from worker.classifier.metrics import (
     apply_temperature,
     balanced_accuracy,
@@ -23,10 +24,15 @@ from worker.classifier.metrics import (
     threshold_for_sensitivity,
 )
 from worker.classifier.network import CLASS_NAMES, DEFAULT_INPUT_SIZE, MELANOMA, calibrated, make_model
+from worker.classifier.torch_legacy import load_state_dict
 from worker.registry import CARD_NAME, file_sha256
 
 ARTIFACT_NAME = "model.keras"
 AUDIT_NAME = "audit.json"
+HISTORY_NAME = "history.json"
+HEAD_EPOCHS = 4
+HEAD_LEARNING_RATE = 1e-3
+FINE_TUNE_LEARNING_RATE = 3e-4
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -50,9 +56,27 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
     }
 
 
+def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epoch: int, learning_rate: float,
+         class_weight: dict, out_dir: Path, verbose: int) -> dict[str, list[float]]:
+    """Train with a cosine schedule, keeping the weights of the epoch with the lowest validation loss."""
+    steps = epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05), metrics=["accuracy"])
+    best_path = out_dir / "best.weights.h5"
+    history = model.fit(
+        train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose, class_weight=class_weight,
+        callbacks=[keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
+                                                   save_weights_only=True)],
+    )
+    model.load_weights(best_path)
+    best_path.unlink()
+    return {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
 def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int = 0,
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
-          learning_rate: float = 2e-3, verbose: int = 2) -> dict:
+          learning_rate: float = 2e-3, backbone: str = "small", verbose: int = 2) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,25 +90,34 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
     labels = {name: np.array([e.label for e in part], dtype=np.int64) for name, part in
               (("train", split.train), ("validation", split.validation), ("test", split.test))}
 
-    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES))
-    steps = epochs * int(np.ceil(len(split.train) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
-                  metrics=["accuracy"])
     train_ds = data.load_dataset(images["train"], labels["train"], batch_size, len(CLASS_NAMES),
                                  training=True, seed=seed)
     validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
                                       len(CLASS_NAMES))
-    best_path = out_dir / "best.weights.h5"
-    history = model.fit(
-        train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose,
-        class_weight=_class_weights(labels["train"], len(CLASS_NAMES)),
-        callbacks=[keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
-                                                   save_weights_only=True)],
-    )
-    model.load_weights(best_path)
-    best_path.unlink()
+    class_weight = _class_weights(labels["train"], len(CLASS_NAMES))
+    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone)
+    history: dict[str, list[float]] = {}
+    if backbone == "small":
+        phases = [(epochs, learning_rate)]
+    else:
+        features = model.get_layer(backbone)
+        load_imagenet_weights(features, load_state_dict(imagenet_weights_file()))
+        # First the new head alone on frozen ImageNet features, then the whole network gently; batch
+        # normalisation stays frozen, as its statistics cannot be re-estimated from a few hundred images.
+        head_epochs = min(HEAD_EPOCHS, epochs)
+        phases = [(head_epochs, HEAD_LEARNING_RATE), (epochs - head_epochs, FINE_TUNE_LEARNING_RATE)]
+    for phase, (phase_epochs, phase_rate) in enumerate(phases):
+        if phase_epochs <= 0:
+            continue
+        if backbone != "small":
+            features.trainable = phase > 0
+            for layer in features.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        steps_per_epoch = int(np.ceil(len(split.train) / batch_size))
+        for name, values in _fit(model, train_ds, validation_ds, phase_epochs, steps_per_epoch, phase_rate,
+                                 class_weight, out_dir, verbose).items():
+            history.setdefault(name, []).extend(values)
 
     melanoma = CLASS_NAMES.index(MELANOMA)
     raw_validation = model.predict(images["validation"].astype(np.float32), verbose=0)
@@ -119,7 +152,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
             "audit": {"images": audit.images, "kept": audit.kept, "excluded_conflicts": audit.excluded,
                       "duplicates_collapsed": audit.collapsed, "shortcut_warnings": audit.shortcut_warnings},
             "epochs": epochs,
-            "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
+            "backbone": backbone,
             "seed": seed,
             "parameters": int(model.count_params()),
         },
@@ -127,4 +160,5 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
     }
     (out_dir / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     (out_dir / AUDIT_NAME).write_text(json.dumps(audit.to_json(), indent=2) + "\n")
+    (out_dir / HISTORY_NAME).write_text(json.dumps(history, indent=2) + "\n")
     return card

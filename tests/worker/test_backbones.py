@@ -1,0 +1,76 @@
+"""EfficientNet-Lite0 weights read from the legacy PyTorch file land in the right Keras layers."""
+
+import numpy as np
+import pytest
+
+from worker.classifier.backbones import efficientnet_lite0, imagenet_weights_file, load_imagenet_weights
+from worker.classifier.torch_legacy import load_state_dict
+
+
+@pytest.fixture(scope="module")
+def state():
+    return load_state_dict(imagenet_weights_file())
+
+
+def _same_pad(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
+    """TensorFlow's SAME padding (more at the bottom/right), as the Lite checkpoints were trained with."""
+    size = x.shape[0]
+    total = max((int(np.ceil(size / stride)) - 1) * stride + kernel - size, 0)
+    before = total // 2
+    return np.pad(x, ((before, total - before), (before, total - before), (0, 0)))
+
+
+def _conv(x, weight, stride):  # weight: torch layout (out, in, k, k)
+    kernel = weight.shape[-1]
+    padded = _same_pad(x, kernel, stride)
+    size = int(np.ceil(x.shape[0] / stride))
+    out = np.zeros((size, size, weight.shape[0]))
+    for i in range(kernel):
+        for j in range(kernel):
+            patch = padded[i:i + stride * size:stride, j:j + stride * size:stride]
+            out += patch @ weight[:, :, i, j].T
+    return out
+
+
+def _depthwise(x, weight, stride):  # weight: (channels, 1, k, k)
+    kernel = weight.shape[-1]
+    padded = _same_pad(x, kernel, stride)
+    size = int(np.ceil(x.shape[0] / stride))
+    out = np.zeros((size, size, x.shape[-1]))
+    for i in range(kernel):
+        for j in range(kernel):
+            out += padded[i:i + stride * size:stride, j:j + stride * size:stride] * weight[:, 0, i, j]
+    return out
+
+
+def _bn(x, state, prefix):
+    scale = state[f"{prefix}.weight"] / np.sqrt(state[f"{prefix}.running_var"] + 1e-3)
+    return (x - state[f"{prefix}.running_mean"]) * scale + state[f"{prefix}.bias"]
+
+
+def test_legacy_file_reads_every_lite0_parameter(state):
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert all(np.isfinite(value).all() for value in state.values() if value.dtype.kind == "f")
+
+
+def test_converted_layers_compute_what_the_pytorch_layers_compute(state):
+    import keras
+
+    backbone = efficientnet_lite0(32)
+    load_imagenet_weights(backbone, state)
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
+
+    x = (pixels - 127.0) / 128.0
+    x = np.clip(_bn(_conv(x, state["_conv_stem.weight"], 2), state, "_bn0"), 0, 6)
+    x = np.clip(_bn(_depthwise(x, state["_blocks.0._depthwise_conv.weight"], 1), state, "_blocks.0._bn1"), 0, 6)
+    x = _bn(_conv(x, state["_blocks.0._project_conv.weight"], 1), state, "_blocks.0._bn2")
+    x = np.clip(_bn(_conv(x, state["_blocks.1._expand_conv.weight"], 1), state, "_blocks.1._bn0"), 0, 6)
+    expected = np.clip(_bn(_depthwise(x, state["_blocks.1._depthwise_conv.weight"], 2), state,
+                           "_blocks.1._bn1"), 0, 6)
+
+    probe = keras.Model(backbone.input, backbone.get_layer("block1_depthwise_relu").output)
+    actual = np.asarray(probe(pixels[None]))[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-3)
