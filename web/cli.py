@@ -191,6 +191,38 @@ def predict(paths, out, model_dir):
 
 
 @cli.command(with_appcontext=False)
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
+              help="test: the held-out split of the data the model was trained on; all: every audited image.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for the JSON and plots (default MODEL_DIR/evaluation).")
+@click.option("--perturb/--no-perturb", default=True, show_default=True,
+              help="Also score the images under simulated acquisition changes (colour, vignetting, blur...).")
+def evaluate(model_dir, data_dir, split, out, perturb):
+    """Evaluate a model directory: overall, per source and under acquisition changes; JSON plus PNG plots."""
+    from worker.classifier.evaluation import evaluate as run_evaluation
+
+    try:
+        report = run_evaluation(model_dir, data_dir, split=split, out_dir=out, perturb=perturb)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    rows = [("overall", report["overall"])] + [(f"source: {k}", v) for k, v in report["per_source"].items()]
+    rows += [(f"perturbed: {k}", v) for k, v in report.get("perturbations", {}).items()]
+    click.echo(f"{'':28s}{'images':>8s}{'bal.acc':>9s}{'mel.AUC':>9s}{'sens':>7s}{'spec':>7s}")
+    for name, figures in rows:
+        click.echo(f"{name:28s}{figures.get('images', report['overall']['images']):>8d}"
+                   + "".join(_cell(figures[key], width) for key, width in
+                             (("balanced_accuracy", 9), ("melanoma_auc", 9), ("melanoma_sensitivity", 7),
+                              ("melanoma_specificity", 7))))
+    click.echo(f"written to {out or Path(model_dir) / 'evaluation'}")
+
+
+def _cell(value, width: int) -> str:
+    return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}s}"
+
+
+@cli.command(with_appcontext=False)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--against", type=click.Path(exists=True, file_okay=False),
               help="Another class-folder set (a test split) to check for images shared with DATA_DIR.")

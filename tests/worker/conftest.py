@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Four synthetic images a class, in the collection's layout (folder names with spaces, JPEG and PNG),
+    plus one picture filed under two classes."""
+    from worker.classifier.network import CLASS_NAMES
+
+    data_dir = tmp_path_factory.mktemp("tiny") / "Train"
+    rng = np.random.default_rng(1)
+    for index, name in enumerate(CLASS_NAMES):
+        (data_dir / name).mkdir(parents=True)
+        for copy in range(4):
+            pixels = rng.integers(0, 255, (40 + copy, 50, 3), dtype=np.uint8)
+            pixels[..., index % 3] = 200
+            Image.fromarray(pixels).save(data_dir / name / f"img{copy}.{'png' if copy % 2 else 'jpg'}")
+    (data_dir / "nevus" / "dup.png").write_bytes((data_dir / "melanoma" / "img1.png").read_bytes())
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dataset, tmp_path_factory):
+    """A model trained for one epoch on the tiny dataset: seconds, but every step of the real pipeline."""
+    from worker.classifier.training import train
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    card = train(tiny_dataset, out, epochs=1, seed=3, input_size=32, batch_size=8, verbose=0)
+    return out, card

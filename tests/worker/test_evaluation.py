@@ -1,0 +1,48 @@
+"""`melanoma evaluate` on a tiny trained model: the held-out split, per source, perturbations, plots."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def test_evaluate_writes_figures_and_plots_for_the_test_split(tiny_dataset, tiny_model, tmp_path):
+    from worker.classifier.evaluation import PERTURBATIONS, evaluate
+
+    model_dir, card = tiny_model
+    report = evaluate(model_dir, tiny_dataset, split="test", out_dir=tmp_path)
+    overall = report["overall"]
+    assert overall["images"] == card["training"]["split_sizes"]["test"]
+    assert sum(map(sum, overall["confusion_matrix"])) == overall["images"]
+    assert 0.0 <= overall["balanced_accuracy"] <= 1.0 and 0.0 <= overall["ece"] <= 1.0
+    assert set(overall["per_class"]) == set(card["class_names"])
+    assert set(report["perturbations"]) == set(PERTURBATIONS)
+    assert list(report["per_source"]) == ["unknown"]
+    for plot in ("roc.png", "confusion_matrix.png", "reliability.png", "training_curves.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == report
+
+
+def test_evaluate_refuses_a_test_split_of_data_the_model_never_saw(tiny_model, tmp_path):
+    from worker.classifier.evaluation import evaluate
+
+    model_dir, card = tiny_model
+    other = tmp_path / "Other"
+    for name in card["class_names"]:
+        (other / name).mkdir(parents=True)
+    with pytest.raises(ValueError, match="--split all"):
+        evaluate(model_dir, other, split="test")
+
+
+def test_evaluate_command_prints_a_table(tiny_dataset, tiny_model, tmp_path):
+    model_dir, _ = tiny_model
+    result = subprocess.run([sys.executable, "-m", "web.cli", "evaluate", str(model_dir), str(tiny_dataset),
+                             "--split", "all", "--no-perturb", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "overall" in result.stdout and "mel.AUC" in result.stdout
+    # Four a class, less the picture filed under two classes.
+    assert json.loads((tmp_path / "evaluation.json").read_text())["overall"]["images"] == 9 * 4 - 1

@@ -1,0 +1,203 @@
+"""`melanoma evaluate`: the figures a model is judged by, overall, per source and under simulated
+acquisition changes (another dermatoscope's colour, vignetting, focus, resolution, compression)."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from worker.classifier import data
+from worker.classifier.images import decode_image
+from worker.classifier.metrics import (
+    balanced_accuracy,
+    expected_calibration_error,
+    roc_auc,
+    sensitivity_specificity,
+)
+from worker.classifier.predictor import Classifier
+from worker.registry import read_card
+
+MELANOMA = "melanoma"
+EVALUATION_NAME = "evaluation.json"
+
+
+def _cast(image: Image.Image) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float32) * np.array([1.12, 0.95, 0.85])
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _vignette(image: Image.Image) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float32)
+    height, width = pixels.shape[:2]
+    y, x = np.mgrid[0:height, 0:width]
+    radius = np.hypot((y - height / 2) / (height / 2), (x - width / 2) / (width / 2)) / np.sqrt(2)
+    return Image.fromarray(np.clip(pixels * (1 - 0.6 * radius ** 2)[..., None], 0, 255).astype(np.uint8))
+
+
+def _jpeg(image: Image.Image, quality: int = 30) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+PERTURBATIONS = {
+    "colour cast": _cast,
+    "vignetting": _vignette,
+    "blur": lambda image: image.filter(ImageFilter.GaussianBlur(2)),
+    "low resolution": lambda image: image.resize((image.width // 3, image.height // 3)).resize(image.size),
+    "jpeg quality 30": _jpeg,
+    "brighter": lambda image: Image.fromarray(np.clip(np.asarray(image, np.float32) * 1.3, 0, 255).astype(np.uint8)),
+}
+
+
+def figures(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str], threshold: float) -> dict:
+    """Accuracy, balanced accuracy, per-class precision/recall, confusion matrix, melanoma AUC, sensitivity
+    and specificity at the threshold, and expected calibration error."""
+    melanoma = class_names.index(MELANOMA)
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((len(class_names), len(class_names)), dtype=int)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    for index, name in enumerate(class_names):
+        support = int(confusion[index].sum())
+        called = int(confusion[:, index].sum())
+        per_class[name] = {
+            "support": support,
+            "precision": float(confusion[index, index] / called) if called else None,
+            "recall": float(confusion[index, index] / support) if support else None,
+        }
+    is_melanoma = labels == melanoma
+    sensitivity, specificity = sensitivity_specificity(is_melanoma, probabilities[:, melanoma], threshold)
+    return {
+        "images": int(len(labels)),
+        "accuracy": float(np.mean(predicted == labels)) if len(labels) else None,
+        "balanced_accuracy": balanced_accuracy(labels, predicted, len(class_names)) if len(labels) else None,
+        "melanoma_auc": _finite(roc_auc(is_melanoma, probabilities[:, melanoma])),
+        "melanoma_sensitivity": _finite(sensitivity),
+        "melanoma_specificity": _finite(specificity),
+        "ece": expected_calibration_error(probabilities, labels) if len(labels) else None,
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
+             perturb: bool = True) -> dict:
+    """Evaluate the model directory on DATA_DIR (its held-out test split when split="test" and DATA_DIR is
+    the data it was trained on; every audited image when split="all"). Writes JSON and PNG plots."""
+    card, artifact = read_card(model_dir)
+    class_names = card["class_names"]
+    classifier = Classifier(str(artifact), class_names, card["input_size"])
+    examples, _ = data.list_examples(data_dir, tuple(class_names))
+    if split == "test":
+        if data.dataset_hash(examples) != card["training"]["data_sha256"]:
+            raise ValueError("DATA_DIR is not the data this model was trained on, so it has no test split "
+                             "here; evaluate with --split all")
+        examples = data.split_examples(examples, seed=card["training"]["seed"]).test
+    elif split != "all":
+        raise ValueError(f"unknown split {split!r}; use test or all")
+    pictures = [Image.open(example.path).convert("RGB") for example in examples]
+    labels = np.array([example.label for example in examples])
+    sources = np.array([example.source for example in examples])
+
+    def predict(images: list[Image.Image]) -> np.ndarray:
+        arrays = []
+        for image in images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            arrays.append(decode_image(buffer.getvalue(), classifier.input_size))
+        return classifier.predict(arrays)
+
+    probabilities = predict(pictures)
+    threshold = card["alert_threshold"]
+    report = {
+        "model": f"{card['name']}:{card['version']}",
+        "data_dir": str(data_dir),
+        "split": split,
+        "alert_threshold": threshold,
+        "overall": figures(probabilities, labels, class_names, threshold),
+        "per_source": {source: figures(probabilities[sources == source], labels[sources == source], class_names,
+                                       threshold) for source in sorted(set(sources))},
+    }
+    if perturb:
+        report["perturbations"] = {}
+        for name, change in PERTURBATIONS.items():
+            changed = figures(predict([change(image) for image in pictures]), labels, class_names, threshold)
+            report["perturbations"][name] = {key: changed[key] for key in
+                                             ("balanced_accuracy", "melanoma_auc", "melanoma_sensitivity",
+                                              "melanoma_specificity")}
+    out_dir = Path(out_dir or Path(model_dir) / "evaluation")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / EVALUATION_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    _plot(out_dir, probabilities, labels, class_names, threshold, report, Path(model_dir) / "history.json")
+    return report
+
+
+def _plot(out_dir: Path, probabilities, labels, class_names, threshold, report, history_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    melanoma = class_names.index(MELANOMA)
+    scores, positive = probabilities[:, melanoma], labels == melanoma
+    thresholds = np.r_[np.inf, np.sort(np.unique(scores))[::-1]]
+    tpr = [(scores[positive] >= t).mean() if positive.any() else 0 for t in thresholds]
+    fpr = [(scores[~positive] >= t).mean() if (~positive).any() else 0 for t in thresholds]
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot(fpr, tpr, label=f"AUC {report['overall']['melanoma_auc'] or float('nan'):.3f}")
+    sensitivity = report["overall"]["melanoma_sensitivity"] or 0
+    specificity = report["overall"]["melanoma_specificity"] or 0
+    axis.scatter([1 - specificity], [sensitivity], color="red", label=f"alert threshold {threshold:.3f}")
+    axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="Melanoma ROC")
+    axis.legend(loc="lower right")
+    figure.savefig(out_dir / "roc.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+    confusion = np.array(report["overall"]["confusion_matrix"])
+    figure, axis = plt.subplots(figsize=(7, 6))
+    axis.imshow(confusion, cmap="Blues")
+    short = [name[:12] for name in class_names]
+    axis.set_xticks(range(len(short)), short, rotation=60, ha="right")
+    axis.set_yticks(range(len(short)), short)
+    for (row, column), value in np.ndenumerate(confusion):
+        axis.text(column, row, str(value), ha="center", va="center", fontsize=8)
+    axis.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
+    figure.savefig(out_dir / "confusion_matrix.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, 11)
+    centres, accuracy = [], []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            centres.append(confidence[in_bin].mean())
+            accuracy.append(correct[in_bin].mean())
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axis.plot(centres, accuracy, marker="o", label=f"ECE {report['overall']['ece'] or 0:.3f}")
+    axis.set(xlabel="confidence", ylabel="accuracy", title="Reliability")
+    axis.legend(loc="upper left")
+    figure.savefig(out_dir / "reliability.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+    if history_path.is_file():
+        history = json.loads(history_path.read_text())
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            for key in (metric, f"val_{metric}"):
+                if key in history:
+                    axis.plot(range(1, len(history[key]) + 1), history[key], label=key)
+            axis.set(xlabel="epoch", title=metric)
+            axis.legend()
+        figure.savefig(out_dir / "training_curves.png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
