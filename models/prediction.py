@@ -76,5 +76,7 @@ class Alert(db.Model):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Occlusion heatmap PNG in image storage (relative path), once a worker has drawn it.
+    heatmap_path: Mapped[str | None] = mapped_column(String(300))
 
     prediction: Mapped[Prediction] = relationship(back_populates="alert")

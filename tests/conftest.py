@@ -152,7 +152,7 @@ class WorkerProcess:
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-             "--queues", "inference,maintenance", "--concurrency", "1",
+             "--queues", "inference,explain,maintenance", "--concurrency", "1",
              "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"],
             cwd=ROOT, env=worker_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
         )

@@ -191,6 +191,29 @@ def predict(paths, out, model_dir):
 
 
 @cli.command(with_appcontext=False)
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The heatmap PNG to write.")
+@click.option("--model-dir", envvar="MODEL_DIR", default=None, help="A model directory; default: the shipped one.")
+def explain(image, out, model_dir):
+    """Draw where the model looked for melanoma in IMAGE (occlusion sensitivity) over the image."""
+    from web.config import DEFAULT_MODEL_DIR
+    from worker.classifier.explain import explain_bytes
+    from worker.classifier.images import UnreadableImage
+    from worker.classifier.predictor import Classifier
+    from worker.registry import read_card
+
+    try:
+        card, artifact = read_card(model_dir or DEFAULT_MODEL_DIR)
+        classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
+        png, probability = explain_bytes(classifier, Path(image).read_bytes())
+    except (ValueError, UnreadableImage) as error:
+        raise click.ClickException(str(error)) from error
+    Path(out).write_bytes(png)
+    alert = "ALERT" if probability >= card["alert_threshold"] else "no alert"
+    click.echo(f"melanoma probability {probability:.3f} ({alert}); heatmap written to {out}")
+
+
+@cli.command(with_appcontext=False)
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,

@@ -9,10 +9,13 @@ from celery import Celery, Task
 from flask import Flask
 
 CLASSIFY_IMAGES = "inference.classify_images"
+EXPLAIN_ALERT = "explain.alert_heatmap"
 REQUEUE_STALE = "maintenance.requeue_stale"
 RETRAIN = "training.retrain"
 
 INFERENCE_QUEUE = "inference"
+# Heatmaps have their own queue, so drawing them never holds up the next batch's results.
+EXPLAIN_QUEUE = "explain"
 TRAINING_QUEUE = "training"
 MAINTENANCE_QUEUE = "maintenance"
 
@@ -46,6 +49,7 @@ def celery_init_app(app: Flask) -> Celery:
         broker_connection_retry_on_startup=True,
         task_routes={
             "inference.*": {"queue": INFERENCE_QUEUE},
+            "explain.*": {"queue": EXPLAIN_QUEUE},
             "training.*": {"queue": TRAINING_QUEUE},
             "maintenance.*": {"queue": MAINTENANCE_QUEUE},
         },

@@ -75,7 +75,7 @@ def plan_children(host: str, port: int, instance_dir: Path, concurrency: int, re
         Child("web", [python, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
                       "--timeout", "300", "web:create_app()"]),
         Child("worker", [python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-                         "--queues", "inference,maintenance,training", "--concurrency", str(concurrency),
+                         "--queues", "inference,explain,maintenance,training", "--concurrency", str(concurrency),
                          "--hostname", "local@%h"]),
         Child("beat", [python, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
                        "--schedule", str(instance_dir / "celerybeat-schedule")]),

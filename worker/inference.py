@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models import Alert, Batch, Image, Prediction, db
 from models.batch import ImageStatus
+from web.queue import EXPLAIN_ALERT, EXPLAIN_QUEUE
 from web.storage import ImageStore
 from worker.classifier.images import UnreadableImage, decode_image
 from worker.serving import serving_model
@@ -43,7 +44,7 @@ def classify_images(image_ids: list[int]) -> dict:
             image.rejection_reason = "the stored file is missing from image storage; please resend this image"
     probabilities = model.classifier.predict(arrays)
     melanoma = model.class_names.index(MELANOMA)
-    alerts = 0
+    new_alerts = []
     for image, row in zip(to_predict, probabilities, strict=True):
         prediction = Prediction(
             image_id=image.id, model_version_id=model.version_id,
@@ -53,10 +54,10 @@ def classify_images(image_ids: list[int]) -> dict:
         )
         db.session.add(prediction)
         if prediction.melanoma_probability >= model.alert_threshold:
-            db.session.add(Alert(prediction=prediction, hospital_id=image.hospital_id,
-                                 melanoma_probability=prediction.melanoma_probability,
-                                 threshold=model.alert_threshold))
-            alerts += 1
+            alert = Alert(prediction=prediction, hospital_id=image.hospital_id,
+                          melanoma_probability=prediction.melanoma_probability, threshold=model.alert_threshold)
+            db.session.add(alert)
+            new_alerts.append(alert)
         image.status, image.rejection_reason = ImageStatus.DONE, None
     try:
         db.session.commit()
@@ -66,7 +67,26 @@ def classify_images(image_ids: list[int]) -> dict:
         log.info("predictions for %s were already written by another run", image_ids)
         return {"predicted": 0, "rejected": 0, "alerts": 0, "duplicate_run": True}
     _finish_batches({image.batch_id for image in images})
-    return {"predicted": len(to_predict), "rejected": rejected, "alerts": alerts}
+    if new_alerts:
+        # Heatmaps are drawn after the results are in, so they never delay a batch.
+        celery_app = current_app.extensions["celery"]
+        for alert in new_alerts:
+            celery_app.send_task(EXPLAIN_ALERT, args=[alert.id], queue=EXPLAIN_QUEUE)
+    return {"predicted": len(to_predict), "rejected": rejected, "alerts": len(new_alerts)}
+
+
+def explain_alert(alert_id: int) -> str | None:
+    """Draw and store the occlusion heatmap of an alert's image; does nothing if it is already there."""
+    from worker.classifier.explain import explain_bytes
+
+    alert = db.session.get(Alert, alert_id)
+    if alert is None or alert.heatmap_path:
+        return alert.heatmap_path if alert else None
+    store = ImageStore(current_app.config["STORAGE_DIR"])
+    png, _ = explain_bytes(serving_model().classifier, store.read(alert.prediction.image.storage_path))
+    _, alert.heatmap_path = store.put(png)
+    db.session.commit()
+    return alert.heatmap_path
 
 
 def record_failure(image_ids: list[int], reason: str, max_attempts: int) -> list[int]:

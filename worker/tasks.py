@@ -9,7 +9,7 @@ from flask import current_app
 
 from models import Image, db, utcnow
 from models.batch import ImageStatus
-from web.queue import CLASSIFY_IMAGES, REQUEUE_STALE, RETRAIN, send_classify
+from web.queue import CLASSIFY_IMAGES, EXPLAIN_ALERT, REQUEUE_STALE, RETRAIN, send_classify
 from worker import inference
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,14 @@ def classify_images(self, image_ids: list[int]) -> dict:
         if retry:
             raise self.retry(args=[retry], countdown=min(60, 5 * 2 ** self.request.retries)) from error
         return {"failed": len(image_ids)}
+    finally:
+        db.session.remove()
+
+
+@shared_task(name=EXPLAIN_ALERT, time_limit=300, max_retries=3, autoretry_for=(OSError,), retry_backoff=True)
+def explain_alert(alert_id: int) -> str | None:
+    try:
+        return inference.explain_alert(alert_id)
     finally:
         db.session.remove()
 

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import time
 
 from models import Alert, Image, ModelVersion, Prediction, db
 from tests.conftest import dataset_images, make_hospital, wait_for_batch
@@ -65,3 +66,16 @@ def test_batch_of_real_images_is_classified_with_bad_files_rejected(app, client,
     alerts = client.get("/api/v1/alerts", headers={"X-API-Key": key}).get_json()["alerts"]
     assert len(alerts) == body["counts"]["alerts"]
     assert all(alert["melanoma_probability"] >= champion.alert_threshold for alert in alerts)
+
+    # Each alert gets a heatmap of where the model looked, drawn by the worker after the results.
+    if alerts:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            db.session.expire_all()
+            alerts = client.get("/api/v1/alerts", headers={"X-API-Key": key}).get_json()["alerts"]
+            if all(alert["heatmap_url"] for alert in alerts):
+                break
+            time.sleep(0.5)
+        assert all(alert["heatmap_url"] for alert in alerts), worker.output()[-3000:]
+        heatmap = client.get(f"/api/v1/alerts/{alerts[0]['id']}/heatmap", headers={"X-API-Key": key})
+        assert heatmap.mimetype == "image/png" and heatmap.data.startswith(b"\x89PNG")

@@ -131,3 +131,28 @@ def test_stale_queued_images_are_queued_again(app, age_seconds, expected):
     requeued = app.extensions["celery"].tasks[REQUEUE_STALE].apply().get()
     assert requeued == expected
     assert broker.llen("inference") - messages_before == (1 if expected else 0)
+
+
+def test_an_alert_heatmap_is_drawn_once_and_stored(app):
+    from PIL import Image as PILImage
+
+    from web.queue import EXPLAIN_ALERT
+
+    batch = _batch(_real_images(2))
+    ids = [image.id for image in batch.images]
+    champion_threshold_zero(app, ids)
+    alert = db.session.scalars(db.select(Alert)).first()
+    task = app.extensions["celery"].tasks[EXPLAIN_ALERT]
+    path = task.apply(args=[alert.id]).get()
+    assert task.apply(args=[alert.id]).get() == path
+    png = ImageStore(app.config["STORAGE_DIR"]).read(path)
+    with PILImage.open(io.BytesIO(png)) as heatmap:
+        assert heatmap.format == "PNG" and heatmap.size == (180, 180)
+
+
+def champion_threshold_zero(app, ids):
+    """Classify with every image alerting, so alert paths run whatever the model says."""
+    _run_task(app, ids[:0])
+    ModelVersion.champion().alert_threshold = 0.0
+    db.session.commit()
+    _run_task(app, ids)

@@ -10,6 +10,7 @@ from web.api.auth import require_api_key
 from web.api.errors import ApiError
 from web.ingest import Upload, create_batch
 from web.results import result_row, to_csv
+from web.storage import ImageStore
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -119,6 +120,18 @@ def list_alerts():
     return {"alerts": [alert_json(alert) for alert in alerts]}
 
 
+@bp.get("/alerts/<int:alert_id>/heatmap")
+@require_api_key
+def alert_heatmap(alert_id: int):
+    """Where the model looked for melanoma in the alerted image (PNG), once a worker has drawn it."""
+    alert = db.session.get(Alert, alert_id)
+    if alert is None or alert.hospital_id != g.hospital.id:
+        raise ApiError(404, f"no alert {alert_id} for this hospital")
+    if not alert.heatmap_path:
+        raise ApiError(404, "the heatmap is not drawn yet; try again in a few seconds")
+    return Response(ImageStore(current_app.config["STORAGE_DIR"]).read(alert.heatmap_path), mimetype="image/png")
+
+
 def alert_json(alert: Alert) -> dict:
     image = alert.prediction.image
     return {
@@ -131,4 +144,5 @@ def alert_json(alert: Alert) -> dict:
         "sha256": image.sha256,
         "model_version": alert.prediction.model_version.label,
         "created_at": alert.created_at.isoformat(),
+        "heatmap_url": url_for("api.alert_heatmap", alert_id=alert.id, _external=True) if alert.heatmap_path else None,
     }
