@@ -49,8 +49,15 @@ def submit_and_wait(server: str, key: str, images: list[Path]) -> dict:
     csv_text = requests.get(batch["results_url"], params={"format": "csv"}, headers=headers, timeout=60).text
     results = time.perf_counter()
     assert len(csv_text.strip().splitlines()) == len(images) + 1
+    # Heatmaps follow the results; wait for them so the next run starts on an idle worker.
+    while True:
+        alerts = requests.get(f"{server}/api/v1/alerts", headers=headers, timeout=60).json()["alerts"]
+        if all(alert["heatmap_url"] for alert in alerts if alert["batch_id"] == batch["id"]):
+            break
+        time.sleep(0.1)
+    heatmaps = time.perf_counter()
     return {"upload_s": accepted - start, "post_to_done_s": done - start, "post_to_csv_s": results - start,
-            "counts": batch["counts"]}
+            "post_to_heatmaps_s": heatmaps - start, "counts": batch["counts"]}
 
 
 def main() -> None:
@@ -95,7 +102,8 @@ def main() -> None:
             result = submit_and_wait(server, key, pick_images(args.images, run + 1))
             timings.append(result)
             print(f"run {run + 1}: upload {result['upload_s']:.2f} s, POST->done {result['post_to_done_s']:.2f} s, "
-                  f"POST->CSV {result['post_to_csv_s']:.2f} s, counts {result['counts']}")
+                  f"POST->CSV {result['post_to_csv_s']:.2f} s, "
+                  f"POST->all heatmaps {result['post_to_heatmaps_s']:.2f} s, counts {result['counts']}")
         done = [t["post_to_done_s"] for t in timings]
         backend = "postgresql" if args.database_url.startswith("postgresql") else "sqlite"
         print(f"\n{args.images}-image batch, {backend}, {os.cpu_count()} cores: "
