@@ -1,0 +1,145 @@
+"""Train the common assignment CNN and the project's model on the same audited split; print them side by side.
+
+    .venv/bin/python bench/model_quality.py [--data DIR] [--out DIR] [--baseline-epochs 20] [--epochs 14]
+
+Both are judged on the same held-out test split (the project's audit, split and seed), with the alert
+threshold chosen on validation for 0.90 melanoma sensitivity. Inference speed is images a second for
+batches of 64 on this machine's cores, through one traced graph per model.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from worker.classifier import data
+from worker.classifier.metrics import (
+    balanced_accuracy,
+    expected_calibration_error,
+    roc_auc,
+    sensitivity_specificity,
+    threshold_for_sensitivity,
+)
+from worker.classifier.network import CLASS_NAMES, MELANOMA
+from worker.classifier.predictor import Classifier
+from worker.classifier.training import train
+from worker.registry import read_card
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"
+SEED = 0
+
+
+def assignment_cnn(input_size: int = 180) -> keras.Model:
+    """The widely copied course CNN: Rescaling, Conv2D 32/64/128 (3x3) with max pooling, Dropout, Flatten,
+    Dense 128, Dense 9."""
+    return keras.Sequential([
+        keras.Input((input_size, input_size, 3)),
+        layers.Rescaling(1.0 / 255),
+        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(128, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Dropout(0.2), layers.Flatten(),
+        layers.Dense(128, activation="relu"), layers.Dense(len(CLASS_NAMES), activation="softmax"),
+    ], name="assignment_cnn")
+
+
+def images_per_second(model: keras.Model, input_size: int, batch: int = 64, repeats: int = 5) -> float:
+    forward = tf.function(lambda images: model(images, training=False),
+                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    pixels = np.random.default_rng(0).uniform(0, 255, (batch, input_size, input_size, 3)).astype(np.float32)
+    forward(pixels)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        forward(pixels)
+    return batch * repeats / (time.perf_counter() - start)
+
+
+def scores(probabilities_validation, labels_validation, probabilities_test, labels_test) -> dict:
+    melanoma = CLASS_NAMES.index(MELANOMA)
+    threshold = threshold_for_sensitivity(labels_validation == melanoma, probabilities_validation[:, melanoma], 0.90)
+    sensitivity, specificity = sensitivity_specificity(labels_test == melanoma, probabilities_test[:, melanoma],
+                                                       threshold)
+    return {
+        "balanced_accuracy": balanced_accuracy(labels_test, probabilities_test.argmax(axis=1), len(CLASS_NAMES)),
+        "melanoma_auc": roc_auc(labels_test == melanoma, probabilities_test[:, melanoma]),
+        "melanoma_sensitivity": sensitivity,
+        "melanoma_specificity": specificity,
+        "ece": expected_calibration_error(probabilities_test, labels_test),
+        "threshold": threshold,
+    }
+
+
+def run_baseline(data_dir: Path, out_dir: Path, epochs: int) -> dict:
+    keras.utils.set_random_seed(SEED)
+    examples, _ = data.list_examples(data_dir, CLASS_NAMES)
+    split = data.split_examples(examples, seed=SEED)
+    parts = {name: (data.read_images(getattr(split, name), 180).astype(np.float32),
+                    np.array([e.label for e in getattr(split, name)])) for name in ("train", "validation", "test")}
+    model = assignment_cnn()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(*parts["train"], validation_data=parts["validation"], epochs=epochs, batch_size=32, verbose=2)
+    training_seconds = time.perf_counter() - start
+    path = out_dir / "assignment.keras"
+    model.save(path)
+    result = scores(model.predict(parts["validation"][0], verbose=0), parts["validation"][1],
+                    model.predict(parts["test"][0], verbose=0), parts["test"][1])
+    return {**result, "training_seconds": training_seconds, "images_per_second": images_per_second(model, 180),
+            "parameters": model.count_params(), "size_mb": path.stat().st_size / 1e6,
+            "test_images": len(parts["test"][1])}
+
+
+def run_project(data_dir: Path, out_dir: Path, epochs: int) -> dict:
+    start = time.perf_counter()
+    card = train(data_dir, out_dir, epochs=epochs, seed=SEED, input_size=160, backbone="efficientnet_lite0")
+    training_seconds = time.perf_counter() - start
+    card, artifact = read_card(out_dir)
+    classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
+    test = card["metrics"]["test"]
+    return {
+        "balanced_accuracy": test["balanced_accuracy"], "melanoma_auc": test["melanoma_auc"],
+        "melanoma_sensitivity": test["melanoma_sensitivity"], "melanoma_specificity": test["melanoma_specificity"],
+        "ece": test["ece"], "threshold": card["alert_threshold"], "training_seconds": training_seconds,
+        "images_per_second": images_per_second(classifier.model, card["input_size"]),
+        "parameters": classifier.model.count_params(), "size_mb": artifact.stat().st_size / 1e6,
+        "test_images": test["images"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--out", type=Path, default=None, help="Where to keep both models (default: a temp dir).")
+    parser.add_argument("--baseline-epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=14)
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="model-quality-"))
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "assignment CNN": run_baseline(args.data, out, args.baseline_epochs),
+        "project model": run_project(args.data, out / "project", args.epochs),
+    }
+    (out / "model_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = [("balanced accuracy (test)", "balanced_accuracy", "{:.3f}"),
+            ("melanoma AUC (test)", "melanoma_auc", "{:.3f}"),
+            ("melanoma sensitivity @thr", "melanoma_sensitivity", "{:.3f}"),
+            ("melanoma specificity @thr", "melanoma_specificity", "{:.3f}"), ("ECE", "ece", "{:.3f}"),
+            ("alert threshold", "threshold", "{:.3f}"), ("training time (s)", "training_seconds", "{:.0f}"),
+            ("inference images/s (b=64)", "images_per_second", "{:.0f}"), ("parameters", "parameters", "{:,}"),
+            ("model size (MB)", "size_mb", "{:.1f}"), ("test images", "test_images", "{}")]
+    print(f"\n{'':28s}{'assignment CNN':>16s}{'project model':>16s}   ({os.cpu_count()} cores)")
+    for label, key, form in rows:
+        print(f"{label:28s}" + "".join(f"{form.format(results[name][key]):>16s}" for name in results))
+    print(f"\nmodels and JSON in {out}")
+
+
+if __name__ == "__main__":
+    main()
