@@ -161,3 +161,17 @@ def test_occlusion_map_marks_the_region_that_carries_the_class():
     drops, baseline = occlusion_map(BrightCentre(), image, grid=6)
     assert baseline == pytest.approx(1.0)
     assert drops[2:4, 2:4].min() > 0 and drops[0].max() == 0 and drops[:, 0].max() == 0
+
+
+def test_augmentation_is_seeded_keeps_shape_and_range_and_changes_the_picture():
+    import tensorflow as tf
+
+    from worker.classifier.data import augment
+
+    image = tf.constant(decode_image(make_png(90, 70, (180, 110, 90)), 64).astype(np.float32))
+    first = augment(image, tf.constant([1, 2], tf.int64)).numpy()
+    again = augment(image, tf.constant([1, 2], tf.int64)).numpy()
+    other = augment(image, tf.constant([3, 4], tf.int64)).numpy()
+    assert first.shape == (64, 64, 3) and 0.0 <= first.min() and first.max() <= 255.0
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)

@@ -64,22 +64,50 @@ def dataset_hash(examples: list[Example]) -> str:
     return digest.hexdigest()
 
 
+def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+    radius = 3
+    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-(offsets ** 2) / (2.0 * tf.maximum(sigma, 1e-3) ** 2))
+    kernel /= tf.reduce_sum(kernel)
+    batch = image[None]
+    horizontal = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, 3, 1])
+    vertical = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, 3, 1])
+    batch = tf.nn.depthwise_conv2d(batch, horizontal, [1, 1, 1, 1], "SAME")
+    return tf.nn.depthwise_conv2d(batch, vertical, [1, 1, 1, 1], "SAME")[0]
+
+
 def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Acquisition-style changes: flips, rotations, brightness, contrast, saturation, hue, scale."""
-    seeds = tf.random.experimental.stateless_split(seed, num=7)
+    """What differs between hospitals and dermatoscopes, drawn at random: orientation, framing and aspect,
+    colour cast, exposure, contrast, saturation, hue, vignetting, focus and JPEG compression."""
+    seeds = tf.random.experimental.stateless_split(seed, num=14)
+
+    def uniform(index: int, low: float, high: float, shape=()) -> tf.Tensor:
+        return tf.random.stateless_uniform(shape, seeds[index], low, high)
+
+    size = tf.shape(image)[0]
     image = tf.image.stateless_random_flip_left_right(image, seeds[0])
     image = tf.image.stateless_random_flip_up_down(image, seeds[1])
     image = tf.image.rot90(image, k=tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32))
-    image = image / 255.0
-    image = tf.image.stateless_random_brightness(image, 0.15, seeds[3])
-    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[4])
-    image = tf.image.stateless_random_saturation(image, 0.8, 1.2, seeds[5])
-    size = tf.shape(image)[0]
-    scale = tf.random.stateless_uniform([], seeds[6], 0.8, 1.0)
-    crop = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
-    image = tf.image.stateless_random_crop(image, tf.stack([crop, crop, 3]), seeds[6])
-    image = tf.image.resize(image, (size, size))
-    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+    # Framing and aspect: a box of 60-100 % of the area with aspect 3:4 to 4:3, stretched back to square.
+    begin, box, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([1, 0, 4]), seeds[3], min_object_covered=0.0,
+        aspect_ratio_range=(0.75, 1.33), area_range=(0.6, 1.0), use_image_if_no_bounding_boxes=True)
+    image = tf.image.resize(tf.slice(image, begin, box), (size, size)) / 255.0
+    image = image * uniform(4, 0.85, 1.15, [1, 1, 3])  # colour cast of another device's white balance
+    image = tf.image.stateless_random_brightness(image, 0.15, seeds[5])
+    image = tf.image.stateless_random_contrast(image, 0.75, 1.25, seeds[6])
+    image = tf.image.stateless_random_saturation(image, 0.75, 1.25, seeds[7])
+    image = tf.image.stateless_random_hue(tf.clip_by_value(image, 0.0, 1.0), 0.04, seeds[8])
+    # Vignetting: some dermatoscopes darken the corners, some show a black circular rim.
+    grid = tf.linspace(-1.0, 1.0, size)
+    radius = (grid[None, :] ** 2 + grid[:, None] ** 2) / 2.0
+    image = image * (1.0 - uniform(9, 0.0, 0.5) * radius)[..., None]
+    image = tf.cond(uniform(10, 0.0, 1.0) < 0.3, lambda: _gaussian_blur(image, uniform(11, 0.3, 1.5)),
+                    lambda: image)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    image = tf.cond(uniform(12, 0.0, 1.0) < 0.3,
+                    lambda: tf.image.stateless_random_jpeg_quality(image, 30, 95, seeds[13]), lambda: image)
+    return tf.reshape(tf.clip_by_value(image, 0.0, 1.0) * 255.0, (size, size, 3))
 
 
 def read_images(examples: list[Example], input_size: int) -> np.ndarray:
