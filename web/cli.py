@@ -270,20 +270,21 @@ def audit(data_dir, against, out):
 @cli.command(with_appcontext=False)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", default="instance/models/latest", show_default=True, type=click.Path(file_okay=False))
-@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--epochs", type=int, default=None, help="Default 14 for efficientnet_lite0, 30 for small.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--target-sensitivity", default=0.90, show_default=True, type=float)
-@click.option("--backbone", type=click.Choice(["small", "efficientnet_lite0"]), default="small", show_default=True,
+@click.option("--backbone", type=click.Choice(["small", "efficientnet_lite0"]), default="efficientnet_lite0",
+              show_default=True,
               help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
-@click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 128 / 160).")
+@click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 160 / 128).")
 def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size):
     """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
+    from worker.classifier.training import recipe_defaults
     from worker.classifier.training import train as run_training
 
     try:
-        card = run_training(data_dir, out, epochs=epochs, seed=seed, target_sensitivity=target_sensitivity,
-                            backbone=backbone,
-                            input_size=input_size or (128 if backbone == "small" else 160))
+        card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
+                            **recipe_defaults(backbone, epochs=epochs, input_size=input_size))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]

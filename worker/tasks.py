@@ -78,18 +78,25 @@ def requeue_stale() -> int:
 # Not acks_late: a training run outlives the broker's visibility timeout and must not be redelivered.
 @shared_task(name=RETRAIN, time_limit=4 * 3600, acks_late=False)
 def retrain() -> int:
-    """Train a new model on RETRAIN_DATA_DIR and register it (not promoted: an operator decides)."""
+    """Train a new model on RETRAIN_DATA_DIR with the champion's recipe and register it (not promoted:
+    an operator compares and decides)."""
     from pathlib import Path
 
-    from worker.classifier.training import train
+    from models import ModelVersion
+    from worker.classifier.training import recipe_defaults, train
     from worker.registry import register_model
 
     data_dir = current_app.config["RETRAIN_DATA_DIR"]
     if not data_dir:
         raise ValueError("RETRAIN_DATA_DIR is not set; point it at a folder of class folders")
     out_dir = Path(current_app.config["INSTANCE_DIR"]) / "models" / utcnow().strftime("%Y%m%d-%H%M%S")
+    champion = ModelVersion.champion()
+    training = (champion.card or {}).get("training", {}) if champion else {}
+    backbone = training.get("backbone", "efficientnet_lite0")
     try:
-        train(data_dir, out_dir, verbose=0)
+        train(data_dir, out_dir, backbone=backbone, seed=training.get("seed", 0), verbose=0,
+              **recipe_defaults(backbone, epochs=training.get("epochs"),
+                                input_size=champion.input_size if champion else None))
         return register_model(out_dir, promote=False, actor="schedule:retrain").id
     finally:
         db.session.remove()

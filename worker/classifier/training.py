@@ -56,6 +56,15 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
     }
 
 
+RECIPES = {"efficientnet_lite0": {"epochs": 14, "input_size": 160}, "small": {"epochs": 30, "input_size": 128}}
+
+
+def recipe_defaults(backbone: str, epochs: int | None = None, input_size: int | None = None) -> dict:
+    """Epochs and input size for a backbone, where the caller leaves them unset."""
+    recipe = RECIPES[backbone]
+    return {"epochs": epochs or recipe["epochs"], "input_size": input_size or recipe["input_size"]}
+
+
 def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epoch: int, learning_rate: float,
          class_weight: dict, out_dir: Path, verbose: int) -> dict[str, list[float]]:
     """Train with a cosine schedule, keeping the weights of the epoch with the lowest validation loss."""
