@@ -284,6 +284,7 @@ def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size)
 
     try:
         card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
+                            verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
                             **recipe_defaults(backbone, epochs=epochs, input_size=input_size))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
