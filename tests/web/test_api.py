@@ -182,3 +182,28 @@ def test_an_upload_over_the_size_limit_is_a_413_with_a_message(app, client, hosp
     app.config["MAX_CONTENT_LENGTH"] = 10_000
     response = upload(client, key, [("big.png", make_png(200, 200) + b"x" * 20_000)])
     assert response.status_code == 413 and "error" in response.get_json()
+
+
+def test_odd_ids_limits_and_filenames_answer_4xx_or_work_never_500(client, hospital):
+    _, key = hospital
+    headers = {"X-API-Key": key}
+    for path in ("/api/v1/batches/99999999999999999999", "/api/v1/batches/99999999999999999999/results",
+                 "/api/v1/alerts/99999999999999999999/heatmap"):
+        assert client.get(path, headers=headers).status_code == 404
+    assert client.get("/api/v1/batches?limit=-1", headers=headers).status_code == 200
+    response = upload(client, key, [("bad\x00name\t.png", make_png())])
+    body = response.get_json()
+    assert response.status_code == 202, body
+    results = client.get(f"/api/v1/batches/{body['id']}/results", headers=headers).get_json()["results"]
+    assert results[0]["filename"] == "badname.png"
+
+
+def test_the_heatmap_of_another_hospitals_alert_answers_404(client, hospital):
+    _, key = hospital
+    _, other_key = make_hospital("Other General")
+    batch_id = upload(client, key, [("a.png", make_png())]).get_json()["id"]
+    _predict_with_alert(batch_id)
+    alert_id = db.session.scalar(db.select(Alert.id))
+    assert client.get(f"/api/v1/alerts/{alert_id}/heatmap", headers={"X-API-Key": other_key}).status_code == 404
+    waiting = client.get(f"/api/v1/alerts/{alert_id}/heatmap", headers={"X-API-Key": key})
+    assert waiting.status_code == 404 and "not drawn yet" in waiting.get_json()["error"]

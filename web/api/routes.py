@@ -13,10 +13,12 @@ from web.results import result_row, to_csv
 from web.storage import ImageStore
 
 MAX_IDEMPOTENCY_KEY = 200
+# Ids beyond a 32-bit integer exist in no table, and SQLite overflows on them.
+MAX_ID = 2**31 - 1
 
 
 def _own_batch(batch_id: int) -> Batch:
-    batch = db.session.get(Batch, batch_id)
+    batch = db.session.get(Batch, batch_id) if batch_id <= MAX_ID else None
     if batch is None or batch.hospital_id != g.hospital.id:
         raise ApiError(404, f"no batch {batch_id} for this hospital")
     return batch
@@ -47,7 +49,7 @@ def create_batch_view():
     key = request.headers.get("Idempotency-Key", "").strip() or None
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
-    uploads = (Upload(filename=(storage.filename or f"file-{index}")[:500], data=storage.read())
+    uploads = (Upload(filename=_clean_filename(storage.filename, index), data=storage.read())
                for index, storage in enumerate(files, start=1))
     batch, created = create_batch(g.hospital, uploads, idempotency_key=key)
     body = batch_json(batch)
@@ -55,10 +57,16 @@ def create_batch_view():
     return body, status, {"Location": body["url"]}
 
 
+def _clean_filename(name: str | None, index: int) -> str:
+    """The name as the hospital sent it (it is their reference), without control characters."""
+    cleaned = "".join(character for character in (name or "") if character.isprintable())
+    return cleaned[:500] or f"file-{index}"
+
+
 @bp.get("/batches")
 @require_api_key
 def list_batches():
-    limit = min(request.args.get("limit", 50, type=int) or 50, 500)
+    limit = max(1, min(request.args.get("limit", 50, type=int) or 50, 500))
     batches = db.session.scalars(
         db.select(Batch).where(Batch.hospital_id == g.hospital.id).order_by(Batch.id.desc()).limit(limit)
     ).all()
@@ -124,12 +132,16 @@ def list_alerts():
 @require_api_key
 def alert_heatmap(alert_id: int):
     """Where the model looked for melanoma in the alerted image (PNG), once a worker has drawn it."""
-    alert = db.session.get(Alert, alert_id)
+    alert = db.session.get(Alert, alert_id) if alert_id <= MAX_ID else None
     if alert is None or alert.hospital_id != g.hospital.id:
         raise ApiError(404, f"no alert {alert_id} for this hospital")
     if not alert.heatmap_path:
-        raise ApiError(404, "the heatmap is not drawn yet; try again in a few seconds")
-    return Response(ImageStore(current_app.config["STORAGE_DIR"]).read(alert.heatmap_path), mimetype="image/png")
+        raise ApiError(404, "the heatmap is not drawn yet; try again in a minute")
+    try:
+        png = ImageStore(current_app.config["STORAGE_DIR"]).read(alert.heatmap_path)
+    except FileNotFoundError:
+        raise ApiError(404, "the heatmap file is missing from storage; it will be drawn again") from None
+    return Response(png, mimetype="image/png")
 
 
 def alert_json(alert: Alert) -> dict:
