@@ -17,9 +17,37 @@ log = logging.getLogger(__name__)
 MELANOMA = "melanoma"
 
 
-def classify_images(image_ids: list[int]) -> dict:
+def classify_images(image_ids: list[int], max_attempts: int = 3) -> dict:
     """Predict every queued image among image_ids as one array; safe to run twice on the same ids."""
     model = serving_model()
+    _count_attempt(image_ids, max_attempts)
+    for _ in range(3):
+        try:
+            return _classify(model, image_ids)
+        except IntegrityError:
+            # A concurrent run wrote some of these first; the next pass skips those and keeps the rest.
+            db.session.rollback()
+            log.info("predictions for some of %s were written by another run; trying the rest again", image_ids)
+    raise RuntimeError(f"could not write predictions for {image_ids} after three tries")
+
+
+def _count_attempt(image_ids: list[int], max_attempts: int) -> None:
+    """Count this delivery on each waiting image before touching it, so an image that kills the worker
+    every time (a message redelivered after each crash) ends as failed, with the reason, not in a loop."""
+    db.session.execute(db.update(Image).where(Image.id.in_(image_ids), Image.status == ImageStatus.QUEUED)
+                       .values(attempts=Image.attempts + 1))
+    exhausted = db.session.scalars(db.select(Image).where(
+        Image.id.in_(image_ids), Image.status == ImageStatus.QUEUED, Image.attempts > max_attempts)).all()
+    for image in exhausted:
+        image.status = ImageStatus.FAILED
+        image.rejection_reason = (f"the worker stopped {max_attempts} times while classifying this image "
+                                  "(a crash or out of memory); please resend it")
+    db.session.commit()
+    if exhausted:
+        _finish_batches({image.batch_id for image in exhausted})
+
+
+def _classify(model, image_ids: list[int]) -> dict:
     store = ImageStore(current_app.config["STORAGE_DIR"])
     images = db.session.scalars(
         db.select(Image).where(Image.id.in_(image_ids), Image.status == ImageStatus.QUEUED).order_by(Image.id)
@@ -59,13 +87,7 @@ def classify_images(image_ids: list[int]) -> dict:
             db.session.add(alert)
             new_alerts.append(alert)
         image.status, image.rejection_reason = ImageStatus.DONE, None
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # The same task ran concurrently elsewhere and wrote these predictions first: nothing to add.
-        db.session.rollback()
-        log.info("predictions for %s were already written by another run", image_ids)
-        return {"predicted": 0, "rejected": 0, "alerts": 0, "duplicate_run": True}
+    db.session.commit()
     _finish_batches({image.batch_id for image in images})
     if new_alerts:
         # Heatmaps are drawn after the results are in, so they never delay a batch.
@@ -90,7 +112,7 @@ def explain_alert(alert_id: int) -> str | None:
 
 
 def record_failure(image_ids: list[int], reason: str, max_attempts: int) -> list[int]:
-    """Count a failed attempt on each queued image; images out of attempts become failed, with the reason.
+    """Record why an attempt failed on each queued image; images out of attempts become failed.
 
     Returns the ids still worth retrying.
     """
@@ -99,7 +121,6 @@ def record_failure(image_ids: list[int], reason: str, max_attempts: int) -> list
     ).all()
     retry = []
     for image in images:
-        image.attempts += 1
         image.rejection_reason = reason[:2000]
         if image.attempts >= max_attempts:
             image.status = ImageStatus.FAILED

@@ -34,7 +34,7 @@ def _load_model_after_fork(**_kwargs):
 @shared_task(name=CLASSIFY_IMAGES, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
 def classify_images(self, image_ids: list[int]) -> dict:
     try:
-        return inference.classify_images(image_ids)
+        return inference.classify_images(image_ids, current_app.config["MAX_ATTEMPTS"])
     except Exception as error:
         db.session.rollback()
         log.exception("inference failed for images %s", image_ids)

@@ -106,6 +106,7 @@ def test_failures_are_counted_and_become_failed_after_the_last_attempt(app):
     batch = _batch(_real_images(2))
     ids = [image.id for image in batch.images]
     for attempt in range(1, 4):
+        db.session.execute(db.update(Image).values(attempts=attempt))  # as each delivery counts itself
         retry = inference.record_failure(ids, "model exploded", max_attempts=3)
         assert retry == (ids if attempt < 3 else [])
     db.session.expire_all()
@@ -156,3 +157,17 @@ def champion_threshold_zero(app, ids):
     ModelVersion.champion().alert_threshold = 0.0
     db.session.commit()
     _run_task(app, ids)
+
+
+def test_an_image_whose_deliveries_keep_dying_ends_failed_not_in_a_loop(app):
+    batch = _batch(_real_images(2))
+    crashing, fine = batch.images
+    # Three deliveries already began on it and never finished (the worker process died each time).
+    crashing.attempts = 3
+    db.session.commit()
+    result = _run_task(app, [crashing.id, fine.id])
+    db.session.expire_all()
+    crashing, fine = db.session.get(Image, crashing.id), db.session.get(Image, fine.id)
+    assert crashing.status == "failed" and "worker stopped 3 times" in crashing.rejection_reason
+    assert fine.status == "done" and fine.attempts == 1 and result["predicted"] == 1
+    assert db.session.get(Batch, batch.id).status == "done"
