@@ -25,7 +25,7 @@ class Config:
     MAX_FILE_MB = int(os.environ.get("MAX_FILE_MB", "50"))
     INFERENCE_CHUNK_SIZE = int(os.environ.get("INFERENCE_CHUNK_SIZE", "64"))
     # Images still queued this long after upload are queued again (a lost message, a Redis restart).
-    REQUEUE_AFTER_SECONDS = int(os.environ.get("REQUEUE_AFTER_SECONDS", "600"))
+    REQUEUE_AFTER_SECONDS = int(os.environ.get("REQUEUE_AFTER_SECONDS", "900"))
     MAX_ATTEMPTS = int(os.environ.get("MAX_ATTEMPTS", "3"))
     RETRAIN_DATA_DIR = os.environ.get("RETRAIN_DATA_DIR", "")
     RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))

@@ -7,9 +7,17 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from flask import current_app
 
-from models import Image, db, utcnow
+from models import Alert, Image, db, utcnow
 from models.batch import ImageStatus
-from web.queue import CLASSIFY_IMAGES, EXPLAIN_ALERT, REQUEUE_STALE, RETRAIN, send_classify
+from web.queue import (
+    CLASSIFY_IMAGES,
+    EXPLAIN_ALERT,
+    EXPLAIN_QUEUE,
+    INFERENCE_QUEUE,
+    REQUEUE_STALE,
+    RETRAIN,
+    send_classify,
+)
 from worker import inference
 
 log = logging.getLogger(__name__)
@@ -55,22 +63,45 @@ def explain_alert(alert_id: int) -> str | None:
         db.session.remove()
 
 
+def _waiting_messages(queue: str) -> int:
+    """Messages in a broker queue, not yet taken by any worker."""
+    celery_app = current_app.extensions["celery"]
+    with celery_app.connection_for_read() as connection:
+        try:
+            return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except connection.channel_errors:  # never declared: nobody has sent to it yet
+            return 0
+
+
 @shared_task(name=REQUEUE_STALE, time_limit=120)
-def requeue_stale() -> int:
-    """Queue again images still waiting long after upload: a lost message or a broker restart loses nothing."""
+def requeue_stale() -> dict:
+    """Queue again what a lost message or a broker restart left behind: images still waiting, and alerts
+    without a heatmap, long after the fact. Only when the queue is empty, so a long backlog is never
+    mistaken for lost work and sent twice."""
     cutoff = utcnow() - dt.timedelta(seconds=current_app.config["REQUEUE_AFTER_SECONDS"])
+    requeued = {"images": 0, "heatmaps": 0}
     try:
-        ids = list(db.session.scalars(
-            db.select(Image.id).where(Image.status == ImageStatus.QUEUED, Image.updated_at < cutoff)
-            .order_by(Image.id).limit(10_000)
-        ))
-        if ids:
-            # Touch them, so the next sweep waits a full period before sending them again.
-            db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow()))
-            db.session.commit()
-            send_classify(current_app, ids)
-            log.warning("requeued %d stale images", len(ids))
-        return len(ids)
+        if _waiting_messages(INFERENCE_QUEUE) == 0:
+            ids = list(db.session.scalars(
+                db.select(Image.id).where(Image.status == ImageStatus.QUEUED, Image.updated_at < cutoff)
+                .order_by(Image.id).limit(10_000)
+            ))
+            if ids:
+                # Touch them, so the next sweep waits a full period before sending them again.
+                db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow()))
+                db.session.commit()
+                send_classify(current_app, ids)
+                log.warning("requeued %d stale images", len(ids))
+                requeued["images"] = len(ids)
+        if _waiting_messages(EXPLAIN_QUEUE) == 0:
+            alert_ids = list(db.session.scalars(
+                db.select(Alert.id).where(Alert.heatmap_path.is_(None), Alert.created_at < cutoff)
+                .order_by(Alert.id).limit(1_000)
+            ))
+            for alert_id in alert_ids:
+                current_app.extensions["celery"].send_task(EXPLAIN_ALERT, args=[alert_id], queue=EXPLAIN_QUEUE)
+            requeued["heatmaps"] = len(alert_ids)
+        return requeued
     finally:
         db.session.remove()
 

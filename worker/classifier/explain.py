@@ -14,6 +14,8 @@ from worker.classifier.predictor import Classifier
 
 GRID = 8
 PATCH_FRACTION = 1 / 5
+# Heatmaps are for the eye: drawn at most this many pixels a side, whatever the upload's size.
+MAX_SIDE = 1024
 
 
 def occlusion_map(classifier: Classifier, image: np.ndarray, class_name: str = "melanoma",
@@ -60,4 +62,8 @@ def explain_bytes(classifier: Classifier, data: bytes) -> tuple[bytes, float]:
     from worker.classifier.images import decode_image
 
     drops, probability = occlusion_map(classifier, decode_image(data, classifier.input_size))
-    return heatmap_png(Image.open(io.BytesIO(data)), drops), probability
+    with Image.open(io.BytesIO(data)) as picture:
+        picture.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEGs decode straight at a reduced scale
+        picture = picture.convert("RGB")
+        picture.thumbnail((MAX_SIDE, MAX_SIDE))
+        return heatmap_png(picture, drops), probability
