@@ -3,6 +3,7 @@
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from tqdm import tqdm
@@ -40,7 +41,10 @@ class Client:
         self.timeout = timeout
 
     def _request(self, method: str, path: str, **kwargs) -> requests.Response:
-        url = path if path.startswith("http") else f"{self.server}{path}"
+        # Links the server returns are followed on the server we were given: behind a proxy the server may
+        # name itself by an inner address, and the API key must go nowhere else.
+        parsed = urlsplit(path)
+        url = f"{self.server}{parsed.path}" + (f"?{parsed.query}" if parsed.query else "")
         self._last_was_transient = True
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
@@ -59,19 +63,15 @@ class Client:
         """Upload the files as one batch. A dropped connection is retried with the same Idempotency-Key,
         so the server makes one batch however many times the upload is sent."""
         key = idempotency_key or uuid.uuid4().hex
+        # Read each file once, up front: holding thousands of files open runs out of file descriptors.
+        parts = [("files", (str(path), path.read_bytes())) for path in files]
         for attempt in range(1, attempts + 1):
-            handles = [path.open("rb") for path in files]
             try:
-                parts = [("files", (str(path), handle)) for path, handle in zip(files, handles, strict=True)]
-                return self._request("POST", "/api/v1/batches", files=parts,
-                                     headers={"Idempotency-Key": key}).json()
+                return self._request("POST", "/api/v1/batches", files=parts, headers={"Idempotency-Key": key}).json()
             except SubmitError:
                 if attempt == attempts or not self._last_was_transient:
                     raise
                 time.sleep(2 ** attempt)
-            finally:
-                for handle in handles:
-                    handle.close()
         raise AssertionError("unreachable")
 
     def wait(self, batch: dict, poll_seconds: float = 1.0, show_progress: bool = True) -> dict:

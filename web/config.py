@@ -11,10 +11,19 @@ def _instance_dir() -> Path:
     return Path(os.environ.get("MELANOMA_INSTANCE", ROOT / "instance")).resolve()
 
 
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL", f"sqlite:///{_instance_dir() / 'melanoma.db'}")
+    # Plain postgres URLs (as hosting providers hand them out) mean the psycopg 3 driver installed here.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
     INSTANCE_DIR = _instance_dir()
-    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", f"sqlite:///{_instance_dir() / 'melanoma.db'}")
+    SQLALCHEMY_DATABASE_URI = _database_url()
     REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     STORAGE_DIR = os.environ.get("STORAGE_DIR", str(_instance_dir() / "images"))
     MODEL_DIR = os.environ.get("MODEL_DIR", str(DEFAULT_MODEL_DIR))

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from celery import Celery, Task
 from flask import Flask
+from kombu import Queue
 
 CLASSIFY_IMAGES = "inference.classify_images"
 EXPLAIN_ALERT = "explain.alert_heatmap"
@@ -54,6 +55,8 @@ def celery_init_app(app: Flask) -> Celery:
             "maintenance.*": {"queue": MAINTENANCE_QUEUE},
         },
         task_default_queue=INFERENCE_QUEUE,
+        # A worker started without --queues serves every queue; production workers name theirs.
+        task_queues=[Queue(name) for name in (INFERENCE_QUEUE, EXPLAIN_QUEUE, MAINTENANCE_QUEUE, TRAINING_QUEUE)],
         imports=("worker.tasks",),
         beat_schedule=beat_schedule,
         timezone="UTC",

@@ -8,7 +8,7 @@ RESULT_COLUMNS = ("filename", "status", "predicted_class", "melanoma_probability
 
 
 def result_row(filename: str, status: str, sha256: str = "", predicted_class: str | None = None,
-               melanoma_probability: float | None = None, alert: bool | None = None,
+               melanoma_probability: float | None = None, alert: bool = False,
                rejection_reason: str | None = None, model_version: str | None = None) -> dict:
     return {
         "filename": filename,

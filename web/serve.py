@@ -75,8 +75,11 @@ def plan_children(host: str, port: int, instance_dir: Path, concurrency: int, re
         Child("web", [python, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
                       "--timeout", "300", "web:create_app()"]),
         Child("worker", [python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-                         "--queues", "inference,explain,maintenance,training", "--concurrency", str(concurrency),
+                         "--queues", "inference,explain,maintenance", "--concurrency", str(concurrency),
                          "--hostname", "local@%h"]),
+        # Its own process, so a retraining run never stops inference.
+        Child("trainer", [python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
+                          "--queues", "training", "--concurrency", "1", "--hostname", "training@%h"]),
         Child("beat", [python, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
                        "--schedule", str(instance_dir / "celerybeat-schedule")]),
     ]
@@ -93,11 +96,11 @@ def supervise(children: list[Child], env: dict) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    for child in children:
-        child.start(env)
-        if child.name == "redis":
-            wait_for_port(int(env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0]))
     try:
+        for child in children:
+            child.start(env)
+            if child.name == "redis":
+                wait_for_port(int(env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0]))
         while not stopping:
             now = time.monotonic()
             for child in children:

@@ -116,7 +116,7 @@ def test_results_csv_has_one_row_per_image_with_alert_as_true_or_false(client, h
     assert [row["filename"] for row in rows] == ["a.png", "bad.jpg"]
     assert rows[0]["alert"] == "true" and rows[0]["predicted_class"] == "melanoma"
     assert float(rows[0]["melanoma_probability"]) == 0.97
-    assert rows[1]["alert"] == "" and rows[1]["status"] == "rejected"
+    assert rows[1]["alert"] == "false" and rows[1]["status"] == "rejected"
     bad_format = client.get(f"/api/v1/batches/{batch_id}/results?format=xml", headers={"X-API-Key": key})
     assert bad_format.status_code == 400
 

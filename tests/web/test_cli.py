@@ -56,6 +56,7 @@ def test_predict_writes_the_results_csv_without_a_server(tmp_path):
     assert len(rows) == 5
     by_name = {os.path.basename(row["filename"]): row for row in rows}
     assert by_name["broken.jpg"]["status"] == "rejected" and by_name["broken.jpg"]["rejection_reason"]
+    assert by_name["broken.jpg"]["alert"] == "false"
     for path in images:
         row = by_name[path.name]
         assert row["status"] == "done" and row["alert"] in ("true", "false")

@@ -94,7 +94,7 @@ def batch_results(batch: Batch) -> list[dict]:
             filename=image.filename, status=image.status, sha256=image.sha256,
             predicted_class=prediction.predicted_class if prediction else None,
             melanoma_probability=prediction.melanoma_probability if prediction else None,
-            alert=(prediction.alert is not None) if prediction else None,
+            alert=prediction is not None and prediction.alert is not None,
             rejection_reason=image.rejection_reason,
             model_version=prediction.model_version.label if prediction else None,
         ))
