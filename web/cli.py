@@ -1,6 +1,7 @@
 """The `melanoma` command: database, hospitals, serving, submitting, predicting and training."""
 
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -114,6 +115,10 @@ def serve(host: str, port: int, concurrency: int):
     if not os.environ.get("REDIS_URL"):
         redis_port = free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    if not env.get("DASHBOARD_PASSWORD"):
+        env["DASHBOARD_PASSWORD"] = secrets.token_urlsafe(12)
+        click.echo(f"Dashboard login for this run: {app.config['DASHBOARD_USER']} / {env['DASHBOARD_PASSWORD']} "
+                   "(set DASHBOARD_PASSWORD to choose one)")
     instance_dir = Path(app.instance_path)
     click.echo(f"Serving on http://{host}:{port}/ (database {app.config['SQLALCHEMY_DATABASE_URI']}, "
                f"redis {env.get('REDIS_URL')}{' embedded' if redis_port else ''}). Ctrl-C stops.")

@@ -22,6 +22,8 @@ def _database_url() -> str:
 
 class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    DASHBOARD_USER = os.environ.get("DASHBOARD_USER", "dermatologist")
+    DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD", "")
     INSTANCE_DIR = _instance_dir()
     SQLALCHEMY_DATABASE_URI = _database_url()
     REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -121,11 +121,16 @@ def test_results_csv_has_one_row_per_image_with_alert_as_true_or_false(client, h
     assert bad_format.status_code == 400
 
 
-def test_dashboard_lists_open_alerts_and_recent_batches(client, hospital):
+def test_dashboard_lists_open_alerts_and_recent_batches_behind_a_login(app, client, hospital):
     _, key = hospital
     batch_id = upload(client, key, [("lesion-17.png", make_png())]).get_json()["id"]
     _predict_with_alert(batch_id)
-    page = client.get("/").text
+    app.config["DASHBOARD_PASSWORD"] = ""
+    assert client.get("/").status_code == 503
+    app.config["DASHBOARD_PASSWORD"] = "s3cret"
+    assert client.get("/").status_code == 401
+    assert client.get("/", auth=("dermatologist", "wrong")).status_code == 401
+    page = client.get("/", auth=("dermatologist", "s3cret")).text
     assert "lesion-17.png" in page and "0.970" in page and "St Example" in page
 
 
