@@ -4,7 +4,9 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = ROOT / "worker" / "classifier" / "weights"
+# Each shipped model has a directory of its own, never overwritten: databases keep pointing at the
+# artifacts they registered, and a new default is registered beside the old one.
+DEFAULT_MODEL_DIR = ROOT / "worker" / "classifier" / "weights" / "lite0-20261127-130144"
 
 
 def _instance_dir() -> Path:
