@@ -1,4 +1,6 @@
-"""The one Alembic migration builds the schema the records describe, on PostgreSQL and SQLite alike."""
+"""The Alembic migrations build the schema the records describe, on PostgreSQL and SQLite alike."""
+
+import os
 
 import psycopg
 from alembic.autogenerate import compare_metadata
@@ -32,7 +34,7 @@ def test_migration_applies_to_an_empty_sqlite_database(tmp_path):
 
 
 def test_migration_applies_to_an_empty_postgresql_database(tmp_path):
-    name = "melanoma_migration_test"
+    name = f"melanoma_migration_test_{os.getpid()}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')

@@ -1,6 +1,7 @@
 """The `melanoma` command: hospitals, in-process predict, and submit against a live server and worker."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from models import Batch, Hospital, ModelVersion, db
 from models.hospital import ApiKey
 from tests.conftest import ROOT, dataset_images, worker_env
 from web.cli import cli
+from worker.registry import file_sha256
 
 MELANOMA = [sys.executable, "-m", "web.cli"]
 
@@ -29,13 +31,29 @@ def test_hospitals_create_prints_a_working_key_alone_on_the_last_line(runner, cl
     assert db.session.scalar(db.select(db.func.count(Hospital.id))) == 1
 
 
-def test_models_register_and_promote_switch_the_champion(runner, tmp_path):
+def test_models_register_promote_and_roll_back_switch_the_champion(runner, tmp_path):
+    import shutil
+
     from web.config import DEFAULT_MODEL_DIR
 
     result = runner.invoke(cli, args=["models", "register", str(DEFAULT_MODEL_DIR), "--promote"])
     assert result.exit_code == 0, result.output
-    champion = ModelVersion.champion()
-    assert champion is not None and champion.artifact_path.startswith("worker/")
+    first = ModelVersion.champion()
+    assert first is not None and first.artifact_path.startswith("worker/")
+    # A second model: the same network with another calibration card is another artifact.
+    second_dir = tmp_path / "second"
+    shutil.copytree(DEFAULT_MODEL_DIR, second_dir)
+    with open(second_dir / "model.keras", "ab") as artifact:
+        artifact.write(b"\0")  # a different file, so a different hash and a new version
+    card = json.loads((second_dir / "card.json").read_text())
+    card["version"], card["artifact_sha256"] = "second", file_sha256(second_dir / "model.keras")
+    (second_dir / "card.json").write_text(json.dumps(card))
+    assert runner.invoke(cli, args=["models", "register", str(second_dir), "--promote"]).exit_code == 0
+    assert ModelVersion.champion().version == "second"
+    listed = runner.invoke(cli, args=["models", "list"]).output
+    assert f"* {ModelVersion.champion().id:4d}" in listed
+    assert runner.invoke(cli, args=["models", "promote", str(first.id)]).exit_code == 0
+    assert ModelVersion.champion().id == first.id
     bad = runner.invoke(cli, args=["models", "register", str(tmp_path)])
     assert bad.exit_code != 0 and "card.json" in bad.output
     assert runner.invoke(cli, args=["models", "promote", "999"]).exit_code != 0
