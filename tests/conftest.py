@@ -5,6 +5,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -12,9 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+import requests
 from flask_migrate import upgrade
 from PIL import Image as PILImage
 from sqlalchemy import text
+from werkzeug.serving import make_server
 
 from models import Hospital, db
 from web import create_app
@@ -128,6 +131,16 @@ def runner(app):
 
 
 @pytest.fixture
+def live_server(app):
+    """The app on a real HTTP port (a threaded werkzeug server), for clients that speak HTTP."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
 def hospital(app):
     return make_hospital("St Example")
 
@@ -189,10 +202,10 @@ def worker(backend, workers):
     return workers(backend)
 
 
-def wait_for_batch(client, batch_id: int, headers: dict, worker: WorkerProcess, timeout: float = 180.0) -> dict:
+def wait_for_batch(server: str, batch_id: int, headers: dict, worker: WorkerProcess, timeout: float = 180.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = client.get(f"/api/v1/batches/{batch_id}", headers=headers).get_json()
+        body = requests.get(f"{server}/api/v1/batches/{batch_id}", headers=headers, timeout=30).json()
         if body["status"] == "done":
             return body
         if worker.process.poll() is not None:

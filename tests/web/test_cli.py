@@ -5,10 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-
-import pytest
-from werkzeug.serving import make_server
 
 from models import Batch, Hospital, ModelVersion, db
 from models.hospital import ApiKey
@@ -85,15 +81,6 @@ def test_predict_refuses_a_missing_path(tmp_path):
     result = subprocess.run([*MELANOMA, "predict", str(tmp_path / "nope"), "--out", str(tmp_path / "r.csv")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "no such file or folder" in result.stderr
-
-
-@pytest.fixture
-def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
 
 
 def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, worker, backend_settings, backend,
