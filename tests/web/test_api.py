@@ -2,13 +2,14 @@
 
 import csv
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from models import Alert, Batch, Image, ModelVersion, Prediction, db
 from models.hospital import ApiKey
-from tests.conftest import ROOT, make_hospital, make_png
+from tests.conftest import IDLE_REDIS_DB, REDIS_BASE_URL, ROOT, make_hospital, make_png
 
 
 def upload(client, key, files, headers=None):
@@ -134,12 +135,31 @@ def test_dashboard_lists_open_alerts_and_recent_batches_behind_a_login(app, clie
     assert "lesion-17.png" in page and "0.970" in page and "St Example" in page
 
 
-def test_web_process_never_imports_tensorflow():
-    code = ("import sys; from web import create_app; app = create_app(); "
-            "app.test_client().get('/healthz'); "
-            "heavy = [m for m in ('tensorflow', 'keras', 'worker.classifier') if m in sys.modules]; "
-            "print(heavy); sys.exit(1 if heavy else 0)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+def test_web_process_never_imports_tensorflow_even_while_taking_a_batch(tmp_path):
+    code = """
+import io, sys, time
+start = time.perf_counter()
+from flask_migrate import upgrade
+from models import Hospital, db
+from web import create_app
+app = create_app()
+with app.app_context():
+    upgrade()
+    hospital = Hospital(name="h")
+    db.session.add(hospital)
+    key = hospital.issue_api_key()
+    db.session.commit()
+    response = app.test_client().post("/api/v1/batches", headers={"X-API-Key": key},
+                                      data={"files": [(io.BytesIO(PNG), "a.png")]})
+    assert response.status_code == 202, response.get_json()
+heavy = [m for m in ("tensorflow", "keras", "worker.classifier", "worker") if m in sys.modules]
+print(f"started and took a batch in {time.perf_counter() - start:.1f} s; heavy modules: {heavy}")
+sys.exit(1 if heavy else 0)
+"""
+    env = {**os.environ, "MELANOMA_INSTANCE": str(tmp_path), "REDIS_URL": f"{REDIS_BASE_URL}/{IDLE_REDIS_DB}"}
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run([sys.executable, "-c", f"PNG = {make_png()!r}\n" + code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -191,3 +191,35 @@ def test_an_image_whose_deliveries_keep_dying_ends_failed_not_in_a_loop(app):
     assert crashing.status == "failed" and "worker stopped 3 times" in crashing.rejection_reason
     assert fine.status == "done" and fine.attempts == 1 and result["predicted"] == 1
     assert db.session.get(Batch, batch.id).status == "done"
+
+
+def test_two_runs_of_one_task_at_the_same_time_write_one_prediction_per_image(app, backend):
+    import threading
+
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers, so the two runs cannot overlap there")
+    batch = _batch(_real_images(6))
+    ids = [image.id for image in batch.images]
+    _run_task(app, ids[:0])  # load the model once, outside the race
+    start, results, errors = threading.Barrier(2), [], []
+
+    def run():
+        with app.app_context():
+            try:
+                start.wait()
+                results.append(inference.classify_images(ids))
+            except Exception as error:  # reported below; the test fails on any
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    counts = db.session.execute(
+        db.select(Prediction.image_id, db.func.count()).group_by(Prediction.image_id)).all()
+    assert sorted(count for _, count in counts) == [1] * 6
+    assert sum(result["predicted"] for result in results) == 6
