@@ -282,13 +282,16 @@ def audit(data_dir, against, out):
               show_default=True,
               help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
 @click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 160 / 128).")
-def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size):
+@click.option("--augmentation", type=click.Choice(["basic", "acquisition"]), default="basic", show_default=True,
+              help="acquisition adds framing, aspect, colour cast, vignetting, blur and JPEG changes.")
+def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation):
     """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
     from worker.classifier.training import recipe_defaults
     from worker.classifier.training import train as run_training
 
     try:
         card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
+                            augmentation=augmentation,
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
                             **recipe_defaults(backbone, epochs=epochs, input_size=input_size))
     except ValueError as error:

@@ -163,12 +163,15 @@ def test_occlusion_map_marks_the_region_that_carries_the_class():
     assert drops[2:4, 2:4].min() > 0 and drops[0].max() == 0 and drops[:, 0].max() == 0
 
 
-def test_augmentation_is_seeded_keeps_shape_and_range_and_changes_the_picture():
+@pytest.mark.parametrize("name", ["basic", "acquisition"])
+def test_augmentation_is_seeded_keeps_shape_and_range_and_changes_the_picture(name):
     import tensorflow as tf
 
-    from worker.classifier.data import augment
+    from worker.classifier.data import AUGMENTATIONS
 
-    image = tf.constant(decode_image(make_png(90, 70, (180, 110, 90)), 64).astype(np.float32))
+    augment = AUGMENTATIONS[name]
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.float32)
+    image = tf.constant(pixels)
     first = augment(image, tf.constant([1, 2], tf.int64)).numpy()
     again = augment(image, tf.constant([1, 2], tf.int64)).numpy()
     other = augment(image, tf.constant([3, 4], tf.int64)).numpy()

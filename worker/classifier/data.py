@@ -76,7 +76,25 @@ def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
     return tf.nn.depthwise_conv2d(batch, vertical, [1, 1, 1, 1], "SAME")[0]
 
 
-def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def augment_basic(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Flips, right-angle rotations, brightness, contrast, saturation and a square crop of 80-100 %."""
+    seeds = tf.random.experimental.stateless_split(seed, num=7)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    image = tf.image.stateless_random_flip_up_down(image, seeds[1])
+    image = tf.image.rot90(image, k=tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32))
+    image = image / 255.0
+    image = tf.image.stateless_random_brightness(image, 0.15, seeds[3])
+    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[4])
+    image = tf.image.stateless_random_saturation(image, 0.8, 1.2, seeds[5])
+    size = tf.shape(image)[0]
+    scale = tf.random.stateless_uniform([], seeds[6], 0.8, 1.0)
+    crop = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
+    image = tf.image.stateless_random_crop(image, tf.stack([crop, crop, 3]), seeds[6])
+    image = tf.image.resize(image, (size, size))
+    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+
+
+def augment_acquisition(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """What differs between hospitals and dermatoscopes, drawn at random: orientation, framing and aspect,
     colour cast, exposure, contrast, saturation, hue, vignetting, focus and JPEG compression."""
     seeds = tf.random.experimental.stateless_split(seed, num=14)
@@ -115,8 +133,14 @@ def read_images(examples: list[Example], input_size: int) -> np.ndarray:
     return np.stack([decode_image(Path(example.path).read_bytes(), input_size) for example in examples])
 
 
+# basic: the recipe of the served model. acquisition: also framing, aspect, colour cast, hue, vignetting,
+# blur and JPEG quality; in one run (seed 0) it raised balanced accuracy 0.561 -> 0.591 but lowered
+# melanoma AUC 0.909 -> 0.867, so it is not the default.
+AUGMENTATIONS = {"basic": augment_basic, "acquisition": augment_acquisition}
+
+
 def load_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, num_classes: int,
-                 training: bool = False, seed: int = 0) -> tf.data.Dataset:
+                 training: bool = False, seed: int = 0, augmentation: str = "basic") -> tf.data.Dataset:
     """A batched, prefetched dataset of (image, one-hot label); shuffled and augmented when training."""
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)))
@@ -124,7 +148,7 @@ def load_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, num_cl
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         counter = tf.data.Dataset.random(seed=seed).batch(2)
         dataset = tf.data.Dataset.zip((dataset, counter)).map(
-            lambda pair, random_seed: (augment(pair[0], random_seed), pair[1]),
+            lambda pair, random_seed: (AUGMENTATIONS[augmentation](pair[0], random_seed), pair[1]),
             num_parallel_calls=AUTOTUNE,
         )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)

@@ -85,7 +85,8 @@ def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epo
 
 def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int = 0,
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
-          learning_rate: float = 2e-3, backbone: str = "small", verbose: int = 2) -> dict:
+          learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
+          verbose: int = 2) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +100,10 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
     labels = {name: np.array([e.label for e in part], dtype=np.int64) for name, part in
               (("train", split.train), ("validation", split.validation), ("test", split.test))}
 
+    if augmentation not in data.AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; choose one of {sorted(data.AUGMENTATIONS)}")
     train_ds = data.load_dataset(images["train"], labels["train"], batch_size, len(CLASS_NAMES),
-                                 training=True, seed=seed)
+                                 training=True, seed=seed, augmentation=augmentation)
     validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
                                       len(CLASS_NAMES))
     class_weight = _class_weights(labels["train"], len(CLASS_NAMES))
@@ -162,6 +165,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
                       "duplicates_collapsed": audit.collapsed, "shortcut_warnings": audit.shortcut_warnings},
             "epochs": epochs,
             "backbone": backbone,
+            "augmentation": augmentation,
             "seed": seed,
             "parameters": int(model.count_params()),
         },
