@@ -75,9 +75,9 @@ def test_serve_runs_the_system_on_embedded_defaults_and_restarts_a_dead_worker(t
             assert submit.returncode == 0, submit.stderr + log_path.read_text()[-4000:]
             assert [row["status"] for row in csv.DictReader(out.open())] == ["done"] * 3
 
-            worker = _children(serve, "-A worker worker")[0]
+            worker = _children(serve, "--queues inference")[0]
             worker.kill()
-            _wait_for(lambda: [c for c in _children(serve, "-A worker worker") if c.pid != worker.pid], 30,
+            _wait_for(lambda: [c for c in _children(serve, "--queues inference") if c.pid != worker.pid], 30,
                       "the worker to be restarted", log_path)
             assert "worker exited" in log_path.read_text()
         finally:
