@@ -232,3 +232,29 @@ def test_the_heatmap_of_another_hospitals_alert_answers_404(client, hospital):
     assert client.get(f"/api/v1/alerts/{alert_id}/heatmap", headers={"X-API-Key": other_key}).status_code == 404
     waiting = client.get(f"/api/v1/alerts/{alert_id}/heatmap", headers={"X-API-Key": key})
     assert waiting.status_code == 404 and "not drawn yet" in waiting.get_json()["error"]
+
+
+def test_simultaneous_uploads_with_one_idempotency_key_make_one_batch(live_server, hospital):
+    import threading
+
+    import requests
+
+    _, key = hospital
+    start, answers = threading.Barrier(4), []
+
+    def send():
+        start.wait()
+        response = requests.post(f"{live_server}/api/v1/batches", timeout=60,
+                                 headers={"X-API-Key": key, "Idempotency-Key": "same-upload"},
+                                 files=[("files", ("a.png", make_png()))])
+        answers.append((response.status_code, response.json().get("id")))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(status for status, _ in answers) == [200, 200, 200, 202]
+    assert len({batch_id for _, batch_id in answers}) == 1
+    db.session.expire_all()
+    assert db.session.scalar(db.select(db.func.count(Batch.id))) == 1
