@@ -32,6 +32,8 @@ REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = {"postgresql": 11, "sqlite": 12}
 IDLE_REDIS_DB = 13
 BACKENDS = ["postgresql", "sqlite"]
+# The installed `melanoma` command, run with this interpreter.
+MELANOMA_CLI = [sys.executable, "-m", "web.cli"]
 
 
 def dataset_images(class_name: str, count: int) -> list[Path]:

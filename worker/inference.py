@@ -14,6 +14,7 @@ from worker.serving import serving_model
 
 log = logging.getLogger(__name__)
 
+# Spelled here, not imported from the network module: that would load Keras before the fork.
 MELANOMA = "melanoma"
 
 

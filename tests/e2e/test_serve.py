@@ -5,16 +5,13 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 import requests
 
-from tests.conftest import ROOT, dataset_images
-
-MELANOMA = [sys.executable, "-m", "web.cli"]
+from tests.conftest import MELANOMA_CLI, ROOT, dataset_images
 
 
 def _children(process: subprocess.Popen, word: str) -> list[psutil.Process]:
@@ -43,17 +40,17 @@ def test_serve_runs_the_system_on_embedded_defaults_and_restarts_a_dead_worker(t
            if key not in ("DATABASE_URL", "REDIS_URL", "STORAGE_DIR") and not key.startswith("MELANOMA_")}
     env.update({"MELANOMA_INSTANCE": str(tmp_path / "instance"), "PYTHONUNBUFFERED": "1"})
 
-    not_migrated = subprocess.run([*MELANOMA, "serve"], cwd=ROOT, env=env, capture_output=True, text=True)
+    not_migrated = subprocess.run([*MELANOMA_CLI, "serve"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert not_migrated.returncode != 0 and "melanoma db upgrade" in not_migrated.stderr
 
-    subprocess.run([*MELANOMA, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
-    created = subprocess.run([*MELANOMA, "hospitals", "create", "First Try"], cwd=ROOT, env=env, check=True,
+    subprocess.run([*MELANOMA_CLI, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    created = subprocess.run([*MELANOMA_CLI, "hospitals", "create", "First Try"], cwd=ROOT, env=env, check=True,
                              capture_output=True, text=True)
     key = created.stdout.strip().splitlines()[-1]
     port = 5400 + os.getpid() % 500
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        serve = subprocess.Popen([*MELANOMA, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+        serve = subprocess.Popen([*MELANOMA_CLI, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)
         try:
             server = f"http://127.0.0.1:{port}"
@@ -69,7 +66,7 @@ def test_serve_runs_the_system_on_embedded_defaults_and_restarts_a_dead_worker(t
 
             out = tmp_path / "results.csv"
             images = dataset_images("melanoma", 2) + dataset_images("basal cell carcinoma", 1)
-            submit = subprocess.run([*MELANOMA, "submit", *map(str, images), "--server", server, "--api-key", key,
+            submit = subprocess.run([*MELANOMA_CLI, "submit", *map(str, images), "--server", server, "--api-key", key,
                                      "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                                     timeout=240)
             assert submit.returncode == 0, submit.stderr + log_path.read_text()[-4000:]

@@ -4,15 +4,12 @@ import csv
 import json
 import os
 import subprocess
-import sys
 
 from models import Batch, Hospital, ModelVersion, db
 from models.hospital import ApiKey
-from tests.conftest import ROOT, dataset_images, worker_env
+from tests.conftest import MELANOMA_CLI, ROOT, dataset_images, worker_env
 from web.cli import cli
 from worker.registry import file_sha256
-
-MELANOMA = [sys.executable, "-m", "web.cli"]
 
 
 def test_hospitals_create_prints_a_working_key_alone_on_the_last_line(runner, client):
@@ -63,7 +60,7 @@ def test_predict_writes_the_results_csv_without_a_server(tmp_path):
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "results.csv"
-    result = subprocess.run([*MELANOMA, "predict", str(tmp_path / "in"), "--out", str(out)], cwd=ROOT,
+    result = subprocess.run([*MELANOMA_CLI, "predict", str(tmp_path / "in"), "--out", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(out.open()))
@@ -78,7 +75,7 @@ def test_predict_writes_the_results_csv_without_a_server(tmp_path):
 
 
 def test_predict_refuses_a_missing_path(tmp_path):
-    result = subprocess.run([*MELANOMA, "predict", str(tmp_path / "nope"), "--out", str(tmp_path / "r.csv")],
+    result = subprocess.run([*MELANOMA_CLI, "predict", str(tmp_path / "nope"), "--out", str(tmp_path / "r.csv")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "no such file or folder" in result.stderr
 
@@ -93,7 +90,7 @@ def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, work
     (folder / "notes.txt").write_text("skipped: not an image suffix")
     out = tmp_path / "results.csv"
     env = {**worker_env(backend_settings[backend]), "MELANOMA_SERVER": live_server, "MELANOMA_API_KEY": key}
-    result = subprocess.run([*MELANOMA, "submit", str(folder), "--wait", "--out", str(out)], cwd=ROOT, env=env,
+    result = subprocess.run([*MELANOMA_CLI, "submit", str(folder), "--wait", "--out", str(out)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr + worker.output()[-3000:]
     batch_id = int(result.stdout.strip().splitlines()[-1])
@@ -106,8 +103,8 @@ def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, work
 def test_submit_without_a_key_or_server_says_what_to_do(tmp_path):
     image = dataset_images("nevus", 1)[0]
     env = {key: value for key, value in os.environ.items() if not key.startswith("MELANOMA_")}
-    no_key = subprocess.run([*MELANOMA, "submit", str(image)], cwd=ROOT, env=env, capture_output=True, text=True)
+    no_key = subprocess.run([*MELANOMA_CLI, "submit", str(image)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert no_key.returncode != 0 and "MELANOMA_API_KEY" in no_key.stderr
-    no_server = subprocess.run([*MELANOMA, "submit", str(image), "--server", "http://127.0.0.1:9",
+    no_server = subprocess.run([*MELANOMA_CLI, "submit", str(image), "--server", "http://127.0.0.1:9",
                                 "--api-key", "k"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert no_server.returncode != 0 and "cannot reach" in no_server.stderr

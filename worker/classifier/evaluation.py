@@ -16,10 +16,10 @@ from worker.classifier.metrics import (
     roc_auc,
     sensitivity_specificity,
 )
+from worker.classifier.network import MELANOMA
 from worker.classifier.predictor import Classifier
 from worker.registry import read_card
 
-MELANOMA = "melanoma"
 EVALUATION_NAME = "evaluation.json"
 
 

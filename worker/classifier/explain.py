@@ -10,6 +10,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from worker.classifier.network import MELANOMA
 from worker.classifier.predictor import Classifier
 
 GRID = 8
@@ -18,7 +19,7 @@ PATCH_FRACTION = 1 / 5
 MAX_SIDE = 1024
 
 
-def occlusion_map(classifier: Classifier, image: np.ndarray, class_name: str = "melanoma",
+def occlusion_map(classifier: Classifier, image: np.ndarray, class_name: str = MELANOMA,
                   grid: int = GRID) -> tuple[np.ndarray, float]:
     """A grid x grid map of probability drops (>= 0) for class_name, and the unoccluded probability.
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from web.results import result_row
 from worker.classifier.images import UnreadableImage, decode_image
+from worker.classifier.network import MELANOMA
 from worker.classifier.predictor import Classifier
 from worker.registry import read_card
 
@@ -16,7 +17,7 @@ def predict_files(files: list[Path], model_dir: str | Path) -> list[dict]:
     card, artifact = read_card(model_dir)
     classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
     threshold = card["alert_threshold"]
-    melanoma = classifier.class_names.index("melanoma")
+    melanoma = classifier.class_names.index(MELANOMA)
     label = f"{card['name']}:{card['version']}"
     rows: list[dict | None] = [None] * len(files)
     for start in range(0, len(files), CHUNK):
