@@ -18,8 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from PIL import Image
 
 from worker.classifier import data
+from worker.classifier.audit import ARCHIVE
+from worker.classifier.evaluation import as_arrays, swap_sources
 from worker.classifier.metrics import (
     balanced_accuracy,
     expected_calibration_error,
@@ -29,7 +32,7 @@ from worker.classifier.metrics import (
 )
 from worker.classifier.network import CLASS_NAMES, MELANOMA
 from worker.classifier.predictor import Classifier
-from worker.classifier.training import train
+from worker.classifier.training import recipe_defaults, train
 from worker.registry import read_card
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +80,20 @@ def scores(probabilities_validation, labels_validation, probabilities_test, labe
     }
 
 
+def generalisation(predict, test: list[data.Example]) -> dict:
+    """Melanoma AUC where the source cannot help: inside the older ISIC archive alone (melanoma against the
+    nevi and keratoses of the same source), and with every test image in the colours of the other source."""
+    pictures = [Image.open(example.path).convert("RGB") for example in test]
+    labels = np.array([example.label for example in test]) == CLASS_NAMES.index(MELANOMA)
+    sources = np.array([example.source for example in test])
+    melanoma = CLASS_NAMES.index(MELANOMA)
+    scores = predict(pictures)[:, melanoma]
+    archive = sources == ARCHIVE
+    swapped = swap_sources(pictures, sources)
+    return {"archive_auc": roc_auc(labels[archive], scores[archive]) if archive.any() else float("nan"),
+            "swapped_auc": roc_auc(labels, predict(swapped)[:, melanoma]) if swapped else float("nan")}
+
+
 def run_baseline(data_dir: Path, out_dir: Path, epochs: int) -> dict:
     keras.utils.set_random_seed(SEED)
     examples, _ = data.list_examples(data_dir, CLASS_NAMES)
@@ -92,6 +109,8 @@ def run_baseline(data_dir: Path, out_dir: Path, epochs: int) -> dict:
     model.save(path)
     result = scores(model.predict(parts["validation"][0], verbose=0), parts["validation"][1],
                     model.predict(parts["test"][0], verbose=0), parts["test"][1])
+    result |= generalisation(lambda pictures: model.predict(np.stack(as_arrays(pictures, 180)).astype(np.float32),
+                                                            verbose=0), split.test)
     return {**result, "training_seconds": training_seconds, "images_per_second": images_per_second(model, 180),
             "parameters": model.count_params(), "size_mb": path.stat().st_size / 1e6,
             "test_images": len(parts["test"][1])}
@@ -99,12 +118,16 @@ def run_baseline(data_dir: Path, out_dir: Path, epochs: int) -> dict:
 
 def run_project(data_dir: Path, out_dir: Path, epochs: int) -> dict:
     start = time.perf_counter()
-    card = train(data_dir, out_dir, epochs=epochs, seed=SEED, input_size=160, backbone="efficientnet_lite0")
+    card = train(data_dir, out_dir, seed=SEED, backbone="efficientnet_lite0",
+                 **recipe_defaults("efficientnet_lite0", epochs=epochs))
     training_seconds = time.perf_counter() - start
     card, artifact = read_card(out_dir)
     classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
     test = card["metrics"]["test"]
+    examples, _ = data.list_examples(data_dir, CLASS_NAMES)
     return {
+        **generalisation(lambda pictures: classifier.predict(as_arrays(pictures, classifier.input_size)),
+                         data.split_examples(examples, seed=SEED).test),
         "balanced_accuracy": test["balanced_accuracy"], "melanoma_auc": test["melanoma_auc"],
         "melanoma_sensitivity": test["melanoma_sensitivity"], "melanoma_specificity": test["melanoma_specificity"],
         "ece": test["ece"], "threshold": card["alert_threshold"], "training_seconds": training_seconds,
@@ -119,7 +142,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA_DIR)
     parser.add_argument("--out", type=Path, default=None, help="Where to keep both models (default: a temp dir).")
     parser.add_argument("--baseline-epochs", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=None, help="Default: the project recipe's.")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="model-quality-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +155,8 @@ def main() -> None:
             ("melanoma AUC (test)", "melanoma_auc", "{:.3f}"),
             ("melanoma sensitivity @thr", "melanoma_sensitivity", "{:.3f}"),
             ("melanoma specificity @thr", "melanoma_specificity", "{:.3f}"), ("ECE", "ece", "{:.3f}"),
+            ("melanoma AUC, archive only", "archive_auc", "{:.3f}"),
+            ("melanoma AUC, colours swapped", "swapped_auc", "{:.3f}"),
             ("alert threshold", "threshold", "{:.3f}"), ("training time (s)", "training_seconds", "{:.0f}"),
             ("inference images/s (b=64)", "images_per_second", "{:.0f}"), ("parameters", "parameters", "{:,}"),
             ("model size (MB)", "size_mb", "{:.1f}"), ("test images", "test_images", "{}")]

@@ -237,6 +237,8 @@ def evaluate(model_dir, data_dir, split, out, perturb):
         raise click.ClickException(str(error)) from error
     rows = [("overall", report["overall"])] + [(f"source: {k}", v) for k, v in report["per_source"].items()]
     rows += [(f"perturbed: {k}", v) for k, v in report.get("perturbations", {}).items()]
+    if "source_swap" in report:
+        rows.append(("sources' colours swapped", report["source_swap"]))
     click.echo(f"{'':28s}{'images':>8s}{'bal.acc':>9s}{'mel.AUC':>9s}{'sens':>7s}{'spec':>7s}")
     for name, figures in rows:
         click.echo(f"{name:28s}{figures.get('images', report['overall']['images']):>8d}"
@@ -282,16 +284,23 @@ def audit(data_dir, against, out):
               show_default=True,
               help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
 @click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 160 / 128).")
-@click.option("--augmentation", type=click.Choice(["basic", "acquisition"]), default="basic", show_default=True,
-              help="acquisition adds framing, aspect, colour cast, vignetting, blur and JPEG changes.")
-def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation):
+@click.option("--augmentation", type=click.Choice(["basic", "lighting", "acquisition"]), default="basic",
+              show_default=True, help="lighting adds exposure and vignetting to basic; acquisition also framing, "
+                                      "aspect, colour cast, blur and JPEG changes.")
+@click.option("--style-mix/--no-style-mix", default=False, show_default=True,
+              help="Give images the colour and lighting of others in their batch (Fourier amplitude mix).")
+@click.option("--colour", type=click.Choice(["shades-of-grey", "standardise"]), default="shades-of-grey",
+              show_default=True,
+              help="standardise also evens out each image's exposure and contrast, not only its colour cast.")
+def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
+          colour):
     """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
     from worker.classifier.training import recipe_defaults
     from worker.classifier.training import train as run_training
 
     try:
         card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
-                            augmentation=augmentation,
+                            augmentation=augmentation, style_mix=style_mix, colour=colour,
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
                             **recipe_defaults(backbone, epochs=epochs, input_size=input_size))
     except ValueError as error:

@@ -19,6 +19,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # the closest different lesions sat at 42 and above.
 HASH_BITS = 256
 NEAR_DUPLICATE_BITS = 38
+HAM10000, ARCHIVE = "HAM10000", "ISIC archive"
 # HAM10000 images carry ISIC identifiers in this range; lower ones come from the older ISIC archive.
 HAM10000_IDS = (24306, 34320)
 ISIC_ID = re.compile(r"ISIC_(\d{7})")
@@ -62,7 +63,7 @@ def source_of(path: str) -> str:
     if not match:
         return "unknown"
     low, high = HAM10000_IDS
-    return "HAM10000" if low <= int(match.group(1)) <= high else "ISIC archive"
+    return HAM10000 if low <= int(match.group(1)) <= high else ARCHIVE
 
 
 def _dct_matrix(size: int) -> np.ndarray:

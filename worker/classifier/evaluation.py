@@ -52,6 +52,44 @@ PERTURBATIONS = {
 }
 
 
+def restyle(image: Image.Image, reference: Image.Image) -> Image.Image:
+    """The image with each colour channel's histogram matched to the reference's: the lesion's pattern of
+    light and dark stays, the colour, exposure and contrast of the reference's dermatoscope come with it.
+    Not an affine change, so no per-channel normalisation inside a model can undo it exactly."""
+    pixels = np.asarray(image, dtype=np.uint8)
+    style = np.asarray(reference, dtype=np.uint8)
+    channels = []
+    for channel in range(3):
+        values, inverse, counts = np.unique(pixels[..., channel], return_inverse=True, return_counts=True)
+        target_values, target_counts = np.unique(style[..., channel], return_counts=True)
+        quantiles = (np.cumsum(counts) - counts / 2) / counts.sum()
+        target_quantiles = (np.cumsum(target_counts) - target_counts / 2) / target_counts.sum()
+        channels.append(np.interp(quantiles, target_quantiles, target_values)[inverse].reshape(pixels.shape[:2]))
+    return Image.fromarray(np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.uint8))
+
+
+def swap_sources(pictures: list[Image.Image], sources: np.ndarray, seed: int = 0) -> list[Image.Image] | None:
+    """Each picture restyled after a random picture of another source; None where there is one source."""
+    if len(set(sources)) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    swapped = []
+    for image, source in zip(pictures, sources, strict=True):
+        others = np.flatnonzero(sources != source)
+        swapped.append(restyle(image, pictures[int(rng.choice(others))]))
+    return swapped
+
+
+def as_arrays(images: list[Image.Image], input_size: int) -> list[np.ndarray]:
+    """Pictures as the worker sees them: stored losslessly, then through the serving decoder."""
+    arrays = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        arrays.append(decode_image(buffer.getvalue(), input_size))
+    return arrays
+
+
 def figures(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str], threshold: float) -> dict:
     """Accuracy, balanced accuracy, per-class precision/recall, confusion matrix, melanoma AUC, sensitivity
     and specificity at the threshold, and expected calibration error."""
@@ -107,12 +145,7 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
     sources = np.array([example.source for example in examples])
 
     def predict(images: list[Image.Image]) -> np.ndarray:
-        arrays = []
-        for image in images:
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            arrays.append(decode_image(buffer.getvalue(), classifier.input_size))
-        return classifier.predict(arrays)
+        return classifier.predict(as_arrays(images, classifier.input_size))
 
     probabilities = predict(pictures)
     threshold = card["alert_threshold"]
@@ -126,12 +159,17 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
                                        threshold) for source in sorted(set(sources))},
     }
     if perturb:
+        headline = ("balanced_accuracy", "melanoma_auc", "melanoma_sensitivity", "melanoma_specificity")
         report["perturbations"] = {}
         for name, change in PERTURBATIONS.items():
             changed = figures(predict([change(image) for image in pictures]), labels, class_names, threshold)
-            report["perturbations"][name] = {key: changed[key] for key in
-                                             ("balanced_accuracy", "melanoma_auc", "melanoma_sensitivity",
-                                              "melanoma_specificity")}
+            report["perturbations"][name] = {key: changed[key] for key in headline}
+        # The nearest this data comes to another hospital: every lesion shown in the colours of the other
+        # source. A model that reads the source instead of the lesion loses its melanomas here.
+        swapped = swap_sources(pictures, sources)
+        if swapped is not None:
+            changed = figures(predict(swapped), labels, class_names, threshold)
+            report["source_swap"] = {key: changed[key] for key in headline}
     out_dir = Path(out_dir or Path(model_dir) / "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVALUATION_NAME).write_text(json.dumps(report, indent=2) + "\n")
