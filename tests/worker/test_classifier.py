@@ -163,7 +163,7 @@ def test_occlusion_map_marks_the_region_that_carries_the_class():
     assert drops[2:4, 2:4].min() > 0 and drops[0].max() == 0 and drops[:, 0].max() == 0
 
 
-@pytest.mark.parametrize("name", ["basic", "acquisition"])
+@pytest.mark.parametrize("name", ["basic", "lighting", "acquisition"])
 def test_augmentation_is_seeded_keeps_shape_and_range_and_changes_the_picture(name):
     import tensorflow as tf
 
@@ -178,3 +178,44 @@ def test_augmentation_is_seeded_keeps_shape_and_range_and_changes_the_picture(na
     assert first.shape == (64, 64, 3) and 0.0 <= first.min() and first.max() <= 255.0
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
+
+
+def test_style_mix_moves_colour_and_lighting_between_images_and_keeps_the_structure():
+    import tensorflow as tf
+
+    from worker.classifier.data import fourier_style_mix
+
+    rng = np.random.default_rng(0)
+    pattern = rng.uniform(0, 1, (64, 64, 1)) > 0.5
+    reddish = np.where(pattern, [200.0, 90.0, 80.0], [230.0, 170.0, 160.0]).astype(np.float32)
+    bluish = np.where(~pattern, [60.0, 90.0, 170.0], [120.0, 140.0, 210.0]).astype(np.float32)
+    batch = tf.constant(np.stack([reddish, bluish]))
+    mixed = fourier_style_mix(batch, tf.constant([5, 6], tf.int64), probability=1.0).numpy()
+    again = fourier_style_mix(batch, tf.constant([5, 6], tf.int64), probability=1.0).numpy()
+    np.testing.assert_array_equal(mixed, again)
+    assert mixed.shape == (2, 64, 64, 3) and mixed.min() >= 0.0 and mixed.max() <= 255.0
+    # Each image's blue channel moves toward the other's, by a random share: never away, and clearly on average...
+    moves = []
+    for seed in range(6):
+        mixed_again = fourier_style_mix(batch, tf.constant([seed, 1], tf.int64), probability=1.0).numpy()
+        moves.append([mixed_again[0, ..., 2].mean() - reddish[..., 2].mean(),
+                      bluish[..., 2].mean() - mixed_again[1, ..., 2].mean()])
+    assert np.min(moves) > -0.5 and np.mean(moves) > 5
+    # ...while each keeps its own pattern of light and dark cells.
+    for index, original in enumerate((reddish, bluish)):
+        assert np.corrcoef(mixed[index, ..., 0].ravel(), original[..., 0].ravel())[0, 1] > 0.9
+    untouched = fourier_style_mix(batch, tf.constant([5, 6], tf.int64), probability=0.0).numpy()
+    np.testing.assert_allclose(untouched, batch.numpy(), atol=0.05)
+
+
+def test_channel_standardisation_removes_another_devices_gain_and_offset():
+    from worker.classifier.network import ChannelStandardisation
+
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0.2, 0.6, (1, 32, 32, 3)).astype(np.float32)
+    other_device = image * np.array([0.7, 1.1, 0.9], np.float32) + np.array([0.1, -0.05, 0.2], np.float32)
+    layer = ChannelStandardisation()
+    np.testing.assert_allclose(np.asarray(layer(other_device)), np.asarray(layer(image)), atol=2e-3)
+    out = np.asarray(layer(image))
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0.5, atol=0.01)
+    assert 0.0 <= out.min() and out.max() <= 1.0

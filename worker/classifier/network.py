@@ -5,6 +5,7 @@ stored and serving can never drift from training.
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 CLASS_NAMES = (
@@ -50,6 +51,25 @@ class ShadesOfGrey(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
+class ChannelStandardisation(layers.Layer):
+    """Gives every image the same per-channel mean and spread: a stronger colour constancy than shades of
+    grey, which also removes another device's exposure and contrast. What stays is how the lesion differs
+    from the skin around it. Expects pixels in [0, 1]; returns mean 0.5 and two spreads either side in [0, 1].
+    """
+
+    def call(self, images):
+        # Statistics from the central disc: dark corners and the black rim of some dermatoscopes stay out.
+        height, width = images.shape[1], images.shape[2]
+        y, x = np.mgrid[0:height, 0:width]
+        radius = np.hypot((y - (height - 1) / 2) / (height / 2), (x - (width - 1) / 2) / (width / 2))
+        disc = (radius < 0.9).astype("float32")[None, :, :, None]
+        weight = disc / disc.sum()
+        mean = ops.sum(images * weight, axis=(1, 2), keepdims=True)
+        spread = ops.sqrt(ops.sum(ops.square(images - mean) * weight, axis=(1, 2), keepdims=True))
+        return ops.clip(0.5 + (images - mean) / (4.0 * spread + 1e-3), 0.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
 class TemperatureScaling(layers.Layer):
     """Calibrates softmax probabilities: softmax(log(p) / T), with T fitted on the validation split."""
 
@@ -78,6 +98,8 @@ def _conv_block(x, filters: int, name: str):
 
 
 BACKBONES = ("small", "efficientnet_lite0")
+# How the model evens out the colour and lighting of different dermatoscopes before the network sees it.
+COLOUR_NORMALISATIONS = ("shades-of-grey", "standardise")
 
 
 def make_model(
@@ -85,6 +107,7 @@ def make_model(
     num_classes: int = len(CLASS_NAMES),
     dropout_rate: float = 0.3,
     backbone: str = "small",
+    colour: str = "shades-of-grey",
 ) -> keras.Model:
     """Build the classifier; it accepts uint8 or float RGB images of any height and width.
 
@@ -93,10 +116,14 @@ def make_model(
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
+    if colour not in COLOUR_NORMALISATIONS:
+        raise ValueError(f"unknown colour normalisation {colour!r}; choose one of {COLOUR_NORMALISATIONS}")
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = layers.Resizing(input_size, input_size, name="resize")(inputs)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
     x = ShadesOfGrey(name="colour_constancy")(x)
+    if colour == "standardise":
+        x = ChannelStandardisation(name="standardise")(x)
     if backbone == "efficientnet_lite0":
         from worker.classifier.backbones import efficientnet_lite0
 

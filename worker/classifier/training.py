@@ -86,7 +86,7 @@ def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epo
 def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int = 0,
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
-          verbose: int = 2) -> dict:
+          style_mix: bool = False, colour: str = "shades-of-grey", verbose: int = 2) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,11 +103,11 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
     if augmentation not in data.AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation!r}; choose one of {sorted(data.AUGMENTATIONS)}")
     train_ds = data.load_dataset(images["train"], labels["train"], batch_size, len(CLASS_NAMES),
-                                 training=True, seed=seed, augmentation=augmentation)
+                                 training=True, seed=seed, augmentation=augmentation, style_mix=style_mix)
     validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
                                       len(CLASS_NAMES))
     class_weight = _class_weights(labels["train"], len(CLASS_NAMES))
-    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone)
+    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone, colour=colour)
     history: dict[str, list[float]] = {}
     if backbone == "small":
         phases = [(epochs, learning_rate)]
@@ -166,6 +166,8 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
             "epochs": epochs,
             "backbone": backbone,
             "augmentation": augmentation,
+            "style_mix": style_mix,
+            "colour": colour,
             "seed": seed,
             "parameters": int(model.count_params()),
         },
