@@ -171,8 +171,9 @@ def fourier_style_mix(images: tf.Tensor, seed: tf.Tensor, band: float = 0.05, pr
     return tf.clip_by_value(tf.transpose(pixels, [0, 2, 3, 1]), 0.0, 255.0)
 
 
-# basic: flips, rotations, photometric jitter, crops. lighting: also exposure and vignetting. acquisition: also framing, aspect, colour cast, hue,
-# vignetting, blur and JPEG quality. Either may be followed by fourier_style_mix across the batch.
+# basic: flips, rotations, photometric jitter, crops. lighting: also exposure and vignetting.
+# acquisition: also framing, aspect, colour cast, hue, vignetting, blur and JPEG quality.
+# Any of them may be followed by fourier_style_mix across the batch.
 AUGMENTATIONS = {"basic": augment_basic, "lighting": augment_lighting, "acquisition": augment_acquisition}
 
 
