@@ -284,9 +284,8 @@ def audit(data_dir, against, out):
               show_default=True,
               help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
 @click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 160 / 128).")
-@click.option("--augmentation", type=click.Choice(["basic", "lighting", "acquisition"]), default="basic",
-              show_default=True, help="lighting adds exposure and vignetting to basic; acquisition also framing, "
-                                      "aspect, colour cast, blur and JPEG changes.")
+@click.option("--augmentation", type=click.Choice(["basic", "acquisition"]), default="basic", show_default=True,
+              help="acquisition adds framing, aspect, colour cast, vignetting, blur and JPEG changes.")
 @click.option("--style-mix/--no-style-mix", default=False, show_default=True,
               help="Give images the colour and lighting of others in their batch (Fourier amplitude mix).")
 @click.option("--colour", type=click.Choice(["shades-of-grey", "standardise"]), default="shades-of-grey",

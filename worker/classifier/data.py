@@ -94,18 +94,6 @@ def augment_basic(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
-def augment_lighting(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """basic, then what a different lamp does: exposure from 0.75x to 1.3x and, half the time, vignetting."""
-    seeds = tf.random.experimental.stateless_split(seed, num=4)
-    size = tf.shape(image)[0]
-    image = augment_basic(image, seeds[0]) * tf.random.stateless_uniform([], seeds[1], 0.75, 1.3)
-    grid = tf.linspace(-1.0, 1.0, size)
-    radius = (grid[None, :] ** 2 + grid[:, None] ** 2) / 2.0
-    strength = tf.random.stateless_uniform([], seeds[2], 0.0, 0.6)
-    strength *= tf.cast(tf.random.stateless_uniform([], seeds[3], 0.0, 1.0) < 0.5, tf.float32)
-    return tf.clip_by_value(image * (1.0 - strength * radius)[..., None], 0.0, 255.0)
-
-
 def augment_acquisition(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """What differs between hospitals and dermatoscopes, drawn at random: orientation, framing and aspect,
     colour cast, exposure, contrast, saturation, hue, vignetting, focus and JPEG compression."""
@@ -171,10 +159,9 @@ def fourier_style_mix(images: tf.Tensor, seed: tf.Tensor, band: float = 0.05, pr
     return tf.clip_by_value(tf.transpose(pixels, [0, 2, 3, 1]), 0.0, 255.0)
 
 
-# basic: flips, rotations, photometric jitter, crops. lighting: also exposure and vignetting.
-# acquisition: also framing, aspect, colour cast, hue, vignetting, blur and JPEG quality.
-# Any of them may be followed by fourier_style_mix across the batch.
-AUGMENTATIONS = {"basic": augment_basic, "lighting": augment_lighting, "acquisition": augment_acquisition}
+# basic: flips, rotations, photometric jitter, crops. acquisition: also framing, aspect, colour cast, hue,
+# vignetting, blur and JPEG quality. Either may be followed by fourier_style_mix across the batch.
+AUGMENTATIONS = {"basic": augment_basic, "acquisition": augment_acquisition}
 
 
 def load_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, num_classes: int,
