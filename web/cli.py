@@ -284,13 +284,14 @@ def audit(data_dir, against, out):
               show_default=True,
               help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
 @click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 160 / 128).")
-@click.option("--augmentation", type=click.Choice(["basic", "acquisition"]), default="basic", show_default=True,
-              help="acquisition adds framing, aspect, colour cast, vignetting, blur and JPEG changes.")
-@click.option("--style-mix/--no-style-mix", default=False, show_default=True,
-              help="Give images the colour and lighting of others in their batch (Fourier amplitude mix).")
-@click.option("--colour", type=click.Choice(["shades-of-grey", "standardise"]), default="shades-of-grey",
-              show_default=True,
-              help="standardise also evens out each image's exposure and contrast, not only its colour cast.")
+@click.option("--augmentation", type=click.Choice(["basic", "acquisition"]), default=None,
+              help="Default basic; acquisition adds framing, aspect, colour cast, vignetting, blur and JPEG changes.")
+@click.option("--style-mix/--no-style-mix", default=None,
+              help="Give images the colour and lighting of others in their batch (Fourier amplitude mix); "
+                   "on by default for efficientnet_lite0.")
+@click.option("--colour", type=click.Choice(["shades-of-grey", "standardise"]), default=None,
+              help="standardise (default for efficientnet_lite0) also evens out each image's exposure and contrast; "
+                   "shades-of-grey (default for small) only its colour cast.")
 def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
           colour):
     """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
@@ -299,9 +300,9 @@ def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size,
 
     try:
         card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
-                            augmentation=augmentation, style_mix=style_mix, colour=colour,
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
-                            **recipe_defaults(backbone, epochs=epochs, input_size=input_size))
+                            **recipe_defaults(backbone, epochs=epochs, input_size=input_size,
+                                              augmentation=augmentation, style_mix=style_mix, colour=colour))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]

@@ -126,10 +126,9 @@ def retrain() -> int:
     backbone = training.get("backbone", "efficientnet_lite0")
     try:
         train(data_dir, out_dir, backbone=backbone, seed=training.get("seed", 0), verbose=0,
-              augmentation=training.get("augmentation", "basic"), style_mix=training.get("style_mix", False),
-              colour=training.get("colour", "shades-of-grey"),
               **recipe_defaults(backbone, epochs=training.get("epochs"),
-                                input_size=champion.input_size if champion else None))
+                                input_size=champion.input_size if champion else None,
+                                **{key: training.get(key) for key in ("augmentation", "style_mix", "colour")}))
         return register_model(out_dir, promote=False, actor="schedule:retrain").id
     finally:
         db.session.remove()

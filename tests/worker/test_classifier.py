@@ -219,3 +219,13 @@ def test_channel_standardisation_removes_another_devices_gain_and_offset():
     out = np.asarray(layer(image))
     np.testing.assert_allclose(out.mean(axis=(1, 2)), 0.5, atol=0.01)
     assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_recipe_defaults_take_only_the_values_given():
+    from worker.classifier.training import RECIPES, recipe_defaults
+
+    assert recipe_defaults("efficientnet_lite0") == RECIPES["efficientnet_lite0"]
+    changed = recipe_defaults("efficientnet_lite0", epochs=3, style_mix=False, colour=None)
+    assert changed == RECIPES["efficientnet_lite0"] | {"epochs": 3, "style_mix": False}
+    with pytest.raises(ValueError, match="learning_rate"):
+        recipe_defaults("small", learning_rate=0.1)

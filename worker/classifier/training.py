@@ -56,13 +56,25 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
     }
 
 
-RECIPES = {"efficientnet_lite0": {"epochs": 14, "input_size": 160}, "small": {"epochs": 30, "input_size": 128}}
+# The recipe each backbone trains with unless told otherwise. Style mix and colour standardisation are the
+# Lite0 defaults because they generalise: with them the melanoma AUC inside the ISIC archive (no source to
+# lean on) rose from 0.836 to 0.897, and with the sources' colours swapped from 0.586 to 0.798 (seed 0).
+RECIPES = {
+    "efficientnet_lite0": {"epochs": 14, "input_size": 160, "augmentation": "basic", "style_mix": True,
+                           "colour": "standardise"},
+    "small": {"epochs": 30, "input_size": 128, "augmentation": "basic", "style_mix": False,
+              "colour": "shades-of-grey"},
+}
 
 
-def recipe_defaults(backbone: str, epochs: int | None = None, input_size: int | None = None) -> dict:
-    """Epochs and input size for a backbone, where the caller leaves them unset."""
-    recipe = RECIPES[backbone]
-    return {"epochs": epochs or recipe["epochs"], "input_size": input_size or recipe["input_size"]}
+def recipe_defaults(backbone: str, **overrides) -> dict:
+    """The backbone's recipe (epochs, input size, augmentation, style mix, colour), with the given values
+    replacing it where they are not None."""
+    recipe = dict(RECIPES[backbone])
+    unknown = set(overrides) - set(recipe)
+    if unknown:
+        raise ValueError(f"not part of a recipe: {sorted(unknown)}")
+    return recipe | {key: value for key, value in overrides.items() if value is not None}
 
 
 def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epoch: int, learning_rate: float,
