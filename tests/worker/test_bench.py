@@ -1,0 +1,21 @@
+"""The benchmark commands run end to end on a tiny dataset, so a newcomer's figures come from working code."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_model_quality_bench_trains_both_models_and_prints_the_table(tiny_dataset, tmp_path):
+    result = subprocess.run([sys.executable, "bench/model_quality.py", "--data", str(tiny_dataset), "--out",
+                             str(tmp_path), "--epochs", "1", "--baseline-epochs", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "melanoma AUC, colours swapped" in result.stdout and "inference images/s" in result.stdout
+    results = json.loads((tmp_path / "model_quality.json").read_text())
+    assert set(results) == {"assignment CNN", "project model"}
+    for figures in results.values():
+        assert 0.0 <= figures["balanced_accuracy"] <= 1.0 and figures["images_per_second"] > 0
+        assert figures["test_images"] == 9  # one a class from four a class
+    assert results["project model"]["parameters"] < results["assignment CNN"]["parameters"]
