@@ -71,7 +71,8 @@ def _classify(model, image_ids: list[int]) -> dict:
         except FileNotFoundError:
             image.status = ImageStatus.FAILED
             image.rejection_reason = "the stored file is missing from image storage; please resend this image"
-    probabilities = model.classifier.predict(arrays)
+    # The whole chunk as one array: INFERENCE_CHUNK_SIZE is the batch the model sees.
+    probabilities = model.classifier.predict(arrays, batch_size=max(1, len(arrays)))
     melanoma = model.class_names.index(MELANOMA)
     new_alerts = []
     for image, row in zip(to_predict, probabilities, strict=True):
