@@ -84,9 +84,9 @@ def generalisation(predict, test: list[data.Example]) -> dict:
     """Melanoma AUC where the source cannot help: inside the older ISIC archive alone (melanoma against the
     nevi and keratoses of the same source), and with every test image in the colours of the other source."""
     pictures = [Image.open(example.path).convert("RGB") for example in test]
-    labels = np.array([example.label for example in test]) == CLASS_NAMES.index(MELANOMA)
-    sources = np.array([example.source for example in test])
     melanoma = CLASS_NAMES.index(MELANOMA)
+    labels = np.array([example.label for example in test]) == melanoma
+    sources = np.array([example.source for example in test])
     scores = predict(pictures)[:, melanoma]
     archive = sources == ARCHIVE
     swapped = swap_sources(pictures, sources)
@@ -94,10 +94,8 @@ def generalisation(predict, test: list[data.Example]) -> dict:
             "swapped_auc": roc_auc(labels, predict(swapped)[:, melanoma]) if swapped else float("nan")}
 
 
-def run_baseline(data_dir: Path, out_dir: Path, epochs: int) -> dict:
+def run_baseline(split: data.Split, out_dir: Path, epochs: int) -> dict:
     keras.utils.set_random_seed(SEED)
-    examples, _ = data.list_examples(data_dir, CLASS_NAMES)
-    split = data.split_examples(examples, seed=SEED)
     parts = {name: (data.read_images(getattr(split, name), 180).astype(np.float32),
                     np.array([e.label for e in getattr(split, name)])) for name in ("train", "validation", "test")}
     model = assignment_cnn()
@@ -116,7 +114,7 @@ def run_baseline(data_dir: Path, out_dir: Path, epochs: int) -> dict:
             "test_images": len(parts["test"][1])}
 
 
-def run_project(data_dir: Path, out_dir: Path, epochs: int) -> dict:
+def run_project(data_dir: Path, test_split: list[data.Example], out_dir: Path, epochs: int) -> dict:
     start = time.perf_counter()
     card = train(data_dir, out_dir, seed=SEED, backbone="efficientnet_lite0",
                  **recipe_defaults("efficientnet_lite0", epochs=epochs))
@@ -124,10 +122,9 @@ def run_project(data_dir: Path, out_dir: Path, epochs: int) -> dict:
     card, artifact = read_card(out_dir)
     classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
     test = card["metrics"]["test"]
-    examples, _ = data.list_examples(data_dir, CLASS_NAMES)
     return {
         **generalisation(lambda pictures: classifier.predict(as_arrays(pictures, classifier.input_size)),
-                         data.split_examples(examples, seed=SEED).test),
+                         test_split),
         "balanced_accuracy": test["balanced_accuracy"], "melanoma_auc": test["melanoma_auc"],
         "melanoma_sensitivity": test["melanoma_sensitivity"], "melanoma_specificity": test["melanoma_specificity"],
         "ece": test["ece"], "threshold": card["alert_threshold"], "training_seconds": training_seconds,
@@ -146,9 +143,12 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="model-quality-"))
     out.mkdir(parents=True, exist_ok=True)
+    # The project's audit and split, once: the baseline trains on it and both are tested on its test part.
+    examples, _ = data.list_examples(args.data, CLASS_NAMES)
+    split = data.split_examples(examples, seed=SEED)
     results = {
-        "assignment CNN": run_baseline(args.data, out, args.baseline_epochs),
-        "project model": run_project(args.data, out / "project", args.epochs),
+        "assignment CNN": run_baseline(split, out, args.baseline_epochs),
+        "project model": run_project(args.data, split.test, out / "project", args.epochs),
     }
     (out / "model_quality.json").write_text(json.dumps(results, indent=2) + "\n")
     rows = [("balanced accuracy (test)", "balanced_accuracy", "{:.3f}"),
