@@ -283,7 +283,7 @@ def audit(data_dir, against, out):
 @click.option("--backbone", type=click.Choice(["small", "efficientnet_lite0"]), default="efficientnet_lite0",
               show_default=True,
               help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
-@click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 160 / 128).")
+@click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 192 / 128).")
 @click.option("--augmentation", type=click.Choice(["basic", "acquisition"]), default=None,
               help="Default basic; acquisition adds framing, aspect, colour cast, vignetting, blur and JPEG changes.")
 @click.option("--style-mix/--no-style-mix", default=None,
