@@ -19,3 +19,23 @@ def test_model_quality_bench_trains_both_models_and_prints_the_table(tiny_datase
         assert 0.0 <= figures["balanced_accuracy"] <= 1.0 and figures["images_per_second"] > 0
         assert figures["test_images"] == 9  # one a class from four a class
     assert results["project model"]["parameters"] < results["assignment CNN"]["parameters"]
+
+
+def test_inference_speed_bench_decodes_and_predicts_with_the_shipped_model(tiny_dataset):
+    result = subprocess.run([sys.executable, "bench/inference_speed.py", "--data", str(tiny_dataset), "--images",
+                             "16", "--batch", "8", "--repeats", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from web.config import DEFAULT_MODEL_DIR
+
+    shipped = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())
+    runs = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith(DEFAULT_MODEL_DIR.name)]
+    assert len(runs) == 2
+    for input_size, decode, predict, both in runs:
+        assert int(input_size) == shipped["input_size"] and 0 < float(both) <= min(float(decode), float(predict))
+
+
+def test_inference_speed_bench_refuses_a_folder_with_too_few_images(tiny_dataset):
+    result = subprocess.run([sys.executable, "bench/inference_speed.py", "--data", str(tiny_dataset), "--images",
+                             "1000"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "asked for 1000" in result.stderr

@@ -1,0 +1,67 @@
+"""How many images a second an inference worker classifies: decoding stored JPEG/PNG bytes at the model's
+input size, then predicting them in batches, as `worker.tasks` does.
+
+    .venv/bin/python bench/inference_speed.py [MODEL_DIR ...] [--data DIR] [--images 256] [--batch 64]
+
+Each model runs --repeats times after a warm-up; every run's figures are printed, since a 2-core machine's
+timings vary with whatever else it is doing.
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from web.config import DEFAULT_MODEL_DIR
+from worker.classifier.images import decode_image
+from worker.classifier.predictor import Classifier
+from worker.registry import read_card
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"
+
+
+def pick_files(data_dir: Path, count: int) -> list[bytes]:
+    """Every k-th image of the folder tree, so each class is represented; raises if there are too few."""
+    everything = sorted(path for path in data_dir.rglob("*") if path.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    if len(everything) < count:
+        raise SystemExit(f"only {len(everything)} images under {data_dir}, asked for {count}")
+    step = len(everything) // count
+    return [path.read_bytes() for path in everything[::step][:count]]
+
+
+def measure(model_dir: Path, files: list[bytes], batch: int, repeats: int) -> list[dict]:
+    card, artifact = read_card(model_dir)
+    classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
+    classifier.predict([decode_image(blob, classifier.input_size) for blob in files[:batch]], batch_size=batch)
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        arrays = [decode_image(blob, classifier.input_size) for blob in files]
+        decoded = time.perf_counter()
+        classifier.predict(arrays, batch_size=batch)
+        done = time.perf_counter()
+        runs.append({"input_size": classifier.input_size, "decode": len(files) / (decoded - start),
+                     "predict": len(files) / (done - decoded), "both": len(files) / (done - start)})
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", type=Path, default=[DEFAULT_MODEL_DIR])
+    parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    files = pick_files(args.data, args.images)
+    print(f"{args.images} images, batches of {args.batch}, {os.cpu_count()} cores; images a second")
+    print(f"{'model':32s}{'input':>7s}{'decode':>9s}{'predict':>9s}{'both':>9s}")
+    for model_dir in args.models:
+        for run in measure(model_dir, files, args.batch, args.repeats):
+            print(f"{model_dir.name:32s}{run['input_size']:>7d}{run['decode']:>9.0f}{run['predict']:>9.0f}"
+                  f"{run['both']:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()
