@@ -61,8 +61,8 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # melanoma AUC with the sources' colours swapped 0.80/0.77/0.71 against 0.59/0.44/0.50 without them, for 0.03
 # less AUC on the split (0.861 against 0.889 on average). At 192 px the same seeds gave, on average, swapped
 # colours 0.789 (160 px: 0.756, 224 px: 0.752), worst simulated acquisition change 0.799 (0.757, 0.769) and
-# specificity at the threshold 0.61 (0.56, 0.62), at 165-190 images a second on 2 cores (160 px: 240-270,
-# 224 px: 125-140).
+# specificity at the threshold 0.61 (0.56, 0.62), at 165-186 images a second on 2 cores (160 px: 246-255,
+# 224 px: 132-142; bench/inference_speed.py).
 RECIPES = {
     "efficientnet_lite0": {"epochs": 14, "input_size": 192, "augmentation": "basic", "style_mix": True,
                            "colour": "standardise"},
