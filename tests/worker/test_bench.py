@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT
+from web.config import DEFAULT_MODEL_DIR
 
 
 def test_model_quality_bench_trains_both_models_and_prints_the_table(tiny_dataset, tmp_path):
@@ -26,8 +27,6 @@ def test_inference_speed_bench_decodes_and_predicts_with_the_shipped_model(tiny_
                              "16", "--batch", "8", "--repeats", "2"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    from web.config import DEFAULT_MODEL_DIR
-
     shipped = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())
     runs = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith(DEFAULT_MODEL_DIR.name)]
     assert len(runs) == 2
