@@ -1,14 +1,16 @@
 """The CNN code: metrics on hand-computed cases, threshold choice, decoding, the shipped model, training."""
 
+import io
 import json
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from PIL import ImageFilter
 
-from tests.conftest import make_png
+from tests.conftest import dataset_images, make_png
 from web.config import DEFAULT_MODEL_DIR
-from worker.classifier.images import UnreadableImage, decode_image
+from worker.classifier.images import UnreadableImage, decode_image, quality_warning, sharpness, sharpness_floor
 from worker.classifier.metrics import (
     balanced_accuracy,
     roc_auc,
@@ -63,6 +65,35 @@ def test_shipped_model_card_matches_its_artifact():
     assert card["training"]["data_sha256"]
 
 
+def test_sharpness_is_the_laplacian_variance_of_the_grey_levels():
+    flat = np.full((16, 16, 3), 120, dtype=np.uint8)
+    assert sharpness(flat) == 0.0
+    # A one-pixel checkerboard of 0 and 255: every inner Laplacian is +-4 * 255, so the variance is (4 * 255)^2.
+    board = ((np.indices((16, 16)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    assert sharpness(np.repeat(board[..., None], 3, axis=2)) == pytest.approx((4 * 255) ** 2, rel=1e-4)
+    images = np.stack([np.full((8, 8, 3), value, np.uint8) for value in (0, 0)] + [np.repeat(board[:8, :8, None], 3, 2)])
+    assert sharpness_floor(images) == pytest.approx(0.0)
+    assert quality_warning(flat, None) is None
+
+
+def test_blurred_and_low_resolution_pictures_fall_below_the_shipped_models_sharpness_floor():
+    card, _ = read_card(DEFAULT_MODEL_DIR)
+    floor, size = card["sharpness_floor"], card["input_size"]
+
+    def decoded(picture: PILImage.Image) -> np.ndarray:
+        out = io.BytesIO()
+        picture.save(out, format="PNG")
+        return decode_image(out.getvalue(), size)
+
+    for path in dataset_images("melanoma", 3) + dataset_images("nevus", 3) + dataset_images("vascular lesion", 3):
+        picture = PILImage.open(path).convert("RGB")
+        assert quality_warning(decoded(picture), floor) is None, path.name
+        blurred = quality_warning(decoded(picture.filter(ImageFilter.GaussianBlur(1.5))), floor)
+        assert blurred is not None and "blurred or low resolution" in blurred, path.name
+        small = picture.resize((picture.width // 3, picture.height // 3)).resize(picture.size)
+        assert quality_warning(decoded(small), floor) is not None, path.name
+
+
 def test_shipped_model_accepts_images_of_any_size_and_predicts_a_list():
     from worker.classifier.predictor import Classifier
 
@@ -86,6 +117,7 @@ def test_training_on_a_tiny_dataset_writes_a_model_that_reloads_with_the_same_ou
     assert card["training"]["audit"]["excluded_conflicts"] == 2
     assert (model_dir / "audit.json").is_file() and (model_dir / "history.json").is_file()
     assert json.loads((model_dir / "card.json").read_text()) == card
+    assert card["sharpness_floor"] > 0  # the tiny pictures are noise: sharp
     loaded_card, artifact = read_card(model_dir)
     classifier = Classifier(str(artifact), loaded_card["class_names"], loaded_card["input_size"])
     # The temperature fitted on validation travels inside the served model.

@@ -21,6 +21,10 @@ def test_evaluate_writes_figures_and_plots_for_the_test_split(tiny_dataset, tiny
     assert 0.0 <= overall["balanced_accuracy"] <= 1.0 and 0.0 <= overall["ece"] <= 1.0
     assert set(overall["per_class"]) == set(card["class_names"])
     assert set(report["perturbations"]) == set(PERTURBATIONS)
+    # Every blurred picture gets the quality warning; the untouched ones (noise, so sharp) mostly not.
+    assert report["perturbations"]["blur"]["quality"]["flagged"] == 1.0
+    assert report["overall"]["quality"]["flagged"] < 0.5
+    assert report["perturbations"]["blur"]["quality"]["melanomas_alerted_or_flagged"] == 1.0
     assert list(report["per_source"]) == ["unknown"]
     for plot in ("roc.png", "confusion_matrix.png", "reliability.png", "training_curves.png"):
         assert (tmp_path / plot).stat().st_size > 1000

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from worker.classifier import data
-from worker.classifier.images import decode_image
+from worker.classifier.images import decode_image, quality_warning
 from worker.classifier.metrics import (
     balanced_accuracy,
     expected_calibration_error,
@@ -121,6 +121,20 @@ def figures(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str
     }
 
 
+def quality_figures(arrays: list[np.ndarray], probabilities: np.ndarray, labels: np.ndarray,
+                    class_names: list[str], threshold: float, floor: float) -> dict:
+    """How the sharpness check serves these images: the share it flags, and the share of melanomas that
+    reach the dermatologist one way or the other, alerted or flagged for a retake."""
+    melanoma = class_names.index(MELANOMA)
+    flagged = np.array([quality_warning(array, floor) is not None for array in arrays], dtype=bool)
+    is_melanoma = labels == melanoma
+    seen = (probabilities[:, melanoma] >= threshold) | flagged
+    return {
+        "flagged": float(flagged.mean()) if len(flagged) else None,
+        "melanomas_alerted_or_flagged": float(seen[is_melanoma].mean()) if is_melanoma.any() else None,
+    }
+
+
 def _finite(value: float) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
@@ -144,32 +158,38 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
     labels = np.array([example.label for example in examples])
     sources = np.array([example.source for example in examples])
 
-    def predict(images: list[Image.Image]) -> np.ndarray:
-        return classifier.predict(as_arrays(images, classifier.input_size))
-
-    probabilities = predict(pictures)
     threshold = card["alert_threshold"]
+    floor = card.get("sharpness_floor")
+    headline = ("balanced_accuracy", "melanoma_auc", "melanoma_sensitivity", "melanoma_specificity")
+
+    def judge(images: list[Image.Image], keys: tuple[str, ...] | None = headline) -> tuple[np.ndarray, dict]:
+        arrays = as_arrays(images, classifier.input_size)
+        probabilities = classifier.predict(arrays)
+        result = figures(probabilities, labels, class_names, threshold)
+        result = {key: result[key] for key in keys} if keys else result
+        if floor is not None:
+            result["quality"] = quality_figures(arrays, probabilities, labels, class_names, threshold, floor)
+        return probabilities, result
+
+    probabilities, overall = judge(pictures, keys=None)
     report = {
         "model": f"{card['name']}:{card['version']}",
         "data_dir": str(data_dir),
         "split": split,
         "alert_threshold": threshold,
-        "overall": figures(probabilities, labels, class_names, threshold),
+        "sharpness_floor": floor,
+        "overall": overall,
         "per_source": {source: figures(probabilities[sources == source], labels[sources == source], class_names,
                                        threshold) for source in sorted(set(sources))},
     }
     if perturb:
-        headline = ("balanced_accuracy", "melanoma_auc", "melanoma_sensitivity", "melanoma_specificity")
-        report["perturbations"] = {}
-        for name, change in PERTURBATIONS.items():
-            changed = figures(predict([change(image) for image in pictures]), labels, class_names, threshold)
-            report["perturbations"][name] = {key: changed[key] for key in headline}
+        report["perturbations"] = {name: judge([change(image) for image in pictures])[1]
+                                   for name, change in PERTURBATIONS.items()}
         # The nearest this data comes to another hospital: every lesion shown in the colours of the other
         # source. A model that reads the source instead of the lesion loses its melanomas here.
         swapped = swap_sources(pictures, sources)
         if swapped is not None:
-            changed = figures(predict(swapped), labels, class_names, threshold)
-            report["source_swap"] = {key: changed[key] for key in headline}
+            report["source_swap"] = judge(swapped)[1]
     out_dir = Path(out_dir or Path(model_dir) / "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVALUATION_NAME).write_text(json.dumps(report, indent=2) + "\n")

@@ -34,3 +34,35 @@ def decode_image(data: bytes, input_size: int) -> np.ndarray:
         raise UnreadableImage(f"damaged image data: {error}") from error
     resized = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(resized, dtype=np.uint8)
+
+
+# An image counts as blurred when it is less sharp than all but this percentage of the training images.
+SHARPNESS_PERCENTILE = 1.0
+_GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of a decoded image's grey levels: how much fine detail reaches the network.
+
+    Measured on the array at the model's input size, so it scores the detail the network gets: focus blur,
+    motion and an upscaled low-resolution picture all lower it; a large sharp picture, shrunk, does not.
+    """
+    grey = image.astype(np.float32) @ _GREY
+    laplacian = (grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4.0 * grey[1:-1, 1:-1])
+    return float(laplacian.var())
+
+
+def sharpness_floor(images: np.ndarray) -> float:
+    """The sharpness below which SHARPNESS_PERCENTILE percent of these (training) images fall."""
+    return float(np.percentile([sharpness(image) for image in images], SHARPNESS_PERCENTILE))
+
+
+def quality_warning(image: np.ndarray, floor: float | None) -> str | None:
+    """Why this image's score is less trustworthy than usual, or None; None too for models with no floor."""
+    if floor is None:
+        return None
+    value = sharpness(image)
+    if value >= floor:
+        return None
+    return (f"blurred or low resolution (sharpness {value:.1f}, below {floor:.1f}): melanoma scores run low on "
+            "such images, so no alert does not mean no melanoma; retake the image or have it reviewed")

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from worker.classifier import data
 from worker.classifier.backbones import imagenet_weights_file, load_imagenet_weights
+from worker.classifier.images import sharpness_floor
 from worker.classifier.metrics import (
     apply_temperature,
     balanced_accuracy,
@@ -167,6 +168,8 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
         "input_size": input_size,
         "alert_threshold": threshold,
         "target_sensitivity": target_sensitivity,
+        # Images less sharp than this carry a quality warning: the score runs low on them.
+        "sharpness_floor": sharpness_floor(images["train"]),
         "temperature": temperature,
         "metrics": {
             "validation": {**_evaluate(validation_probabilities, labels["validation"], threshold),
