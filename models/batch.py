@@ -35,7 +35,8 @@ class Batch(db.Model):
     images: Mapped[list["Image"]] = relationship(back_populates="batch", order_by="Image.id")
 
     def counts(self) -> dict[str, int]:
-        """Images by status, plus the alerts raised, read from the rows (no counters to drift)."""
+        """Images by status, plus the alerts raised and the images too blurred to trust, read from the rows
+        (no counters to drift)."""
         from models.prediction import Alert, Prediction
 
         rows = db.session.execute(
@@ -46,6 +47,10 @@ class Batch(db.Model):
         counts.update({status: count for status, count in rows})
         counts["alerts"] = db.session.scalar(
             db.select(db.func.count(Alert.id)).join(Prediction).join(Image).where(Image.batch_id == self.id)
+        )
+        counts["quality_warnings"] = db.session.scalar(
+            db.select(db.func.count(db.distinct(Prediction.image_id))).join(Image)
+            .where(Image.batch_id == self.id, Prediction.quality_warning.is_not(None))
         )
         return counts
 

@@ -1,6 +1,6 @@
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import db, utcnow
@@ -51,6 +51,10 @@ class Prediction(db.Model):
     probabilities: Mapped[dict] = mapped_column(JSON)  # class name -> probability, all 9 classes
     predicted_class: Mapped[str] = mapped_column(String(100))
     melanoma_probability: Mapped[float] = mapped_column(Float)
+    # Fine detail the network got (worker.classifier.images.sharpness) and, where it was too little for the
+    # model's score to be trusted, why: the hospital sees it with the result.
+    sharpness: Mapped[float | None] = mapped_column(Float)
+    quality_warning: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     image = relationship("Image", back_populates="predictions")

@@ -3,12 +3,12 @@
 import csv
 import io
 
-RESULT_COLUMNS = ("filename", "status", "predicted_class", "melanoma_probability", "alert", "rejection_reason",
-                  "sha256", "model_version")
+RESULT_COLUMNS = ("filename", "status", "predicted_class", "melanoma_probability", "alert", "quality_warning",
+                  "rejection_reason", "sha256", "model_version")
 
 
 def result_row(filename: str, status: str, sha256: str = "", predicted_class: str | None = None,
-               melanoma_probability: float | None = None, alert: bool = False,
+               melanoma_probability: float | None = None, alert: bool = False, quality_warning: str | None = None,
                rejection_reason: str | None = None, model_version: str | None = None) -> dict:
     return {
         "filename": filename,
@@ -16,6 +16,7 @@ def result_row(filename: str, status: str, sha256: str = "", predicted_class: st
         "predicted_class": predicted_class,
         "melanoma_probability": None if melanoma_probability is None else round(float(melanoma_probability), 6),
         "alert": alert,
+        "quality_warning": quality_warning,
         "rejection_reason": rejection_reason,
         "sha256": sha256,
         "model_version": model_version,

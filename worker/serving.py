@@ -20,6 +20,7 @@ class ServingModel:
     input_size: int
     alert_threshold: float
     classifier: object  # worker.classifier.predictor.Classifier
+    sharpness_floor: float | None = None  # from the card; models trained before it was measured have none
 
 
 _lock = threading.Lock()
@@ -48,4 +49,4 @@ def _load(version: ModelVersion) -> ServingModel:
     log.info("loading model %s from %s", version.label, artifact)
     classifier = Classifier(str(artifact), version.class_names, version.input_size)
     return ServingModel(version.id, version.label, list(version.class_names), version.input_size,
-                        version.alert_threshold, classifier)
+                        version.alert_threshold, classifier, (version.card or {}).get("sharpness_floor"))

@@ -58,7 +58,8 @@ def test_unreadable_files_are_rejected_with_reasons_and_the_rest_goes_on(client,
     response = upload(client, key, [("ok.png", make_png()), ("empty.jpg", b""), ("text.jpg", b"hello"),
                                     ("pic.gif", _gif())])
     body = response.get_json()
-    assert body["counts"] == {"queued": 1, "done": 0, "rejected": 3, "failed": 0, "alerts": 0}
+    assert body["counts"] == {"queued": 1, "done": 0, "rejected": 3, "failed": 0, "alerts": 0,
+                              "quality_warnings": 0}
     results = client.get(f"/api/v1/batches/{body['id']}/results", headers={"X-API-Key": key}).get_json()
     reasons = {row["filename"]: row["rejection_reason"] for row in results["results"]}
     assert reasons["ok.png"] is None

@@ -5,6 +5,9 @@ import json
 import os
 import subprocess
 
+from PIL import Image as PILImage
+from PIL import ImageFilter
+
 from models import Batch, Hospital, ModelVersion, db
 from models.hospital import ApiKey
 from tests.conftest import MELANOMA_CLI, ROOT, dataset_images, worker_env
@@ -59,12 +62,13 @@ def test_predict_writes_the_results_csv_without_a_server(tmp_path):
     for path in images:
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    PILImage.open(images[0]).filter(ImageFilter.GaussianBlur(2)).save(folder / "blurred.png")
     out = tmp_path / "results.csv"
     result = subprocess.run([*MELANOMA_CLI, "predict", str(tmp_path / "in"), "--out", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 5
+    assert len(rows) == 6
     by_name = {os.path.basename(row["filename"]): row for row in rows}
     assert by_name["broken.jpg"]["status"] == "rejected" and by_name["broken.jpg"]["rejection_reason"]
     assert by_name["broken.jpg"]["alert"] == "false"
@@ -72,6 +76,9 @@ def test_predict_writes_the_results_csv_without_a_server(tmp_path):
         row = by_name[path.name]
         assert row["status"] == "done" and row["alert"] in ("true", "false")
         assert 0.0 <= float(row["melanoma_probability"]) <= 1.0
+        assert row["quality_warning"] == ""
+    assert by_name["blurred.png"]["status"] == "done"
+    assert "blurred or low resolution" in by_name["blurred.png"]["quality_warning"]
 
 
 def test_predict_refuses_a_missing_path(tmp_path):

@@ -91,6 +91,29 @@ def test_a_truncated_image_is_rejected_by_the_worker_with_its_reason(app):
     assert db.session.get(Batch, batch.id).status == "done"
 
 
+def test_a_blurred_picture_is_classified_with_a_quality_warning_the_hospital_sees(app):
+    from PIL import ImageFilter
+
+    from web.api.routes import batch_results
+
+    name, sharp = _real_images(1)[0]
+    blurred = io.BytesIO()
+    PILImage.open(io.BytesIO(sharp)).filter(ImageFilter.GaussianBlur(2)).save(blurred, format="PNG")
+    batch = _batch([(name, sharp), ("blurred.png", blurred.getvalue())])
+    result = _run_task(app, [image.id for image in batch.images])
+    assert result["predicted"] == 2
+    db.session.expire_all()
+    by_name = {image.filename: image.predictions[0] for image in db.session.get(Batch, batch.id).images}
+    assert by_name[name].quality_warning is None
+    assert "blurred or low resolution" in by_name["blurred.png"].quality_warning
+    assert by_name["blurred.png"].sharpness < by_name[name].sharpness
+    batch = db.session.get(Batch, batch.id)
+    assert batch.counts()["quality_warnings"] == 1
+    rows = {row["filename"]: row for row in batch_results(batch)}
+    assert rows[name]["quality_warning"] is None and rows[name]["status"] == "done"
+    assert rows["blurred.png"]["quality_warning"] == by_name["blurred.png"].quality_warning
+
+
 def test_a_missing_stored_file_fails_the_image_with_a_reason(app, tmp_path):
     batch = _batch(_real_images(2))
     lost = batch.images[0]

@@ -95,6 +95,7 @@ def batch_results(batch: Batch) -> list[dict]:
             predicted_class=prediction.predicted_class if prediction else None,
             melanoma_probability=prediction.melanoma_probability if prediction else None,
             alert=prediction is not None and prediction.alert is not None,
+            quality_warning=prediction.quality_warning if prediction else None,
             rejection_reason=image.rejection_reason,
             model_version=prediction.model_version.label if prediction else None,
         ))

@@ -4,7 +4,7 @@ import hashlib
 from pathlib import Path
 
 from web.results import result_row
-from worker.classifier.images import UnreadableImage, decode_image
+from worker.classifier.images import UnreadableImage, decode_image, quality_warning
 from worker.classifier.network import MELANOMA
 from worker.classifier.predictor import Classifier
 from worker.registry import read_card
@@ -30,12 +30,13 @@ def predict_files(files: list[Path], model_dir: str | Path) -> list[dict]:
                 positions.append((position, sha256))
             except UnreadableImage as error:
                 rows[position] = result_row(str(files[position]), "rejected", sha256, rejection_reason=str(error))
-        for (position, sha256), probabilities in zip(positions, classifier.predict(arrays), strict=True):
+        for (position, sha256), array, probabilities in zip(positions, arrays, classifier.predict(arrays),
+                                                            strict=True):
             melanoma_probability = float(probabilities[melanoma])
             rows[position] = result_row(
                 str(files[position]), "done", sha256,
                 predicted_class=classifier.class_names[int(probabilities.argmax())],
                 melanoma_probability=melanoma_probability, alert=melanoma_probability >= threshold,
-                model_version=label,
+                quality_warning=quality_warning(array, card.get("sharpness_floor")), model_version=label,
             )
     return rows
