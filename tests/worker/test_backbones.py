@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from worker.classifier.backbones import efficientnet_lite0, imagenet_weights_file, load_imagenet_weights
+from worker.classifier.backbones import (
+    efficientnet_lite0,
+    fold_batch_norm,
+    imagenet_weights_file,
+    load_imagenet_weights,
+)
 from worker.classifier.torch_legacy import load_state_dict
 
 
@@ -74,3 +79,36 @@ def test_converted_layers_compute_what_the_pytorch_layers_compute(state):
     probe = keras.Model(backbone.input, backbone.get_layer("block1_depthwise_relu").output)
     actual = np.asarray(probe(pixels[None]))[0]
     np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_folding_batch_norm_keeps_the_outputs_and_drops_the_normalisation_layers(state):
+    import keras
+
+    backbone = efficientnet_lite0(64)
+    load_imagenet_weights(backbone, state)  # ImageNet statistics: far from the identity
+    folded = fold_batch_norm(backbone)
+    assert not [layer for layer in folded.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len([layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]) == 49
+    pixels = np.random.default_rng(1).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+    expected = np.asarray(backbone(pixels, training=False))
+    assert np.abs(expected).max() > 1.0
+    np.testing.assert_allclose(np.asarray(folded(pixels, training=False)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_saved_lite0_classifier_is_served_folded_with_the_same_probabilities(state, tmp_path):
+    import keras
+
+    from worker.classifier.network import calibrated, make_model
+    from worker.classifier.predictor import Classifier
+
+    model = make_model(input_size=64, backbone="efficientnet_lite0", colour="standardise")
+    load_imagenet_weights(model.get_layer("efficientnet_lite0"), state)
+    calibrated(model, temperature=1.7).save(tmp_path / "model.keras")
+    saved = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    classifier = Classifier(str(tmp_path / "model.keras"), [f"class {index}" for index in range(9)], 64)
+    served = classifier.model.get_layer("efficientnet_lite0")
+    assert not [layer for layer in served.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert classifier.model.get_layer("calibration").temperature == 1.7
+    images = np.random.default_rng(2).uniform(0, 255, (3, 64, 64, 3)).astype(np.uint8)
+    expected = np.asarray(saved(images.astype(np.float32), training=False))
+    np.testing.assert_allclose(classifier.predict(list(images)), expected, rtol=1e-4, atol=1e-6)

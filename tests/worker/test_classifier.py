@@ -65,6 +65,14 @@ def test_shipped_model_card_matches_its_artifact():
     assert card["training"]["data_sha256"]
 
 
+@pytest.mark.parametrize("exponent", [1, 2, 3, 6, 7, 6.5])
+def test_colour_constancy_power_matches_numpy(exponent):
+    from worker.classifier.network import _power
+
+    values = np.array([0.0, 1e-6, 0.3, 0.999, 1.7], dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(_power(values, exponent)), values ** exponent, rtol=1e-5, atol=1e-30)
+
+
 def test_sharpness_is_the_laplacian_variance_of_the_grey_levels():
     flat = np.full((16, 16, 3), 120, dtype=np.uint8)
     assert sharpness(flat) == 0.0

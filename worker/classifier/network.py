@@ -24,6 +24,21 @@ DEFAULT_INPUT_SIZE = 128
 BN_MOMENTUM = 0.9
 
 
+def _power(x, exponent: float):
+    """x ** exponent, by repeated multiplication where the exponent is a whole number: a general power
+    is about five times slower on a CPU, and this one runs over every pixel of every image served."""
+    if not float(exponent).is_integer() or not 1 <= exponent <= 64:
+        return ops.power(x, exponent)
+    remaining, base, result = int(exponent), x, None
+    while remaining:
+        if remaining & 1:
+            result = base if result is None else result * base
+        remaining >>= 1
+        if remaining:
+            base = base * base
+    return result
+
+
 @keras.saving.register_keras_serializable(package="melanoma")
 class ShadesOfGrey(layers.Layer):
     """Shades-of-grey colour constancy: divides each channel by its Minkowski p-norm mean.
@@ -39,7 +54,7 @@ class ShadesOfGrey(layers.Layer):
     def call(self, images):
         epsilon = 1e-6
         illuminant = ops.power(
-            ops.mean(ops.power(images + epsilon, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power
+            ops.mean(_power(images + epsilon, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power
         )
         grey = ops.mean(illuminant, axis=-1, keepdims=True)
         balanced = images * grey / (illuminant + epsilon)
@@ -81,6 +96,24 @@ def calibrated(model: keras.Model, temperature: float) -> keras.Model:
     """The same network with temperature scaling on its output, for serving."""
     outputs = TemperatureScaling(temperature, name="calibration")(model.output)
     return keras.Model(model.input, outputs, name=model.name)
+
+
+def for_inference(model: keras.Model) -> keras.Model:
+    """A saved classifier as the workers run it: Lite0's batch normalisation folded into its convolutions
+    (backbones.fold_batch_norm), the same outputs at about 1.6 times the speed on a CPU. The saved model
+    stays as trained, so every model directory, old ones included, gets the speed without a new artifact.
+    Other models come back unchanged."""
+    from worker.classifier.backbones import fold_batch_norm, has_batch_norm
+
+    names = [layer.name for layer in model.layers]
+    if "efficientnet_lite0" not in names or not has_batch_norm(model.get_layer("efficientnet_lite0")):
+        return model
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    x = inputs
+    # The classifier is a chain: each layer takes the one before it.
+    for layer in model.layers[1:]:
+        x = (fold_batch_norm(layer) if layer.name == "efficientnet_lite0" else layer)(x)
+    return keras.Model(inputs, x, name=model.name)
 
 
 def _conv_block(x, filters: int, name: str):

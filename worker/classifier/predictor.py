@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from worker.classifier import network  # noqa: F401  (registers the custom layers for loading)
+from worker.classifier import network  # also registers the custom layers for loading
 
 
 class Classifier:
@@ -11,7 +11,7 @@ class Classifier:
     def __init__(self, artifact_path: str, class_names: list[str], input_size: int):
         import keras
 
-        self.model = keras.models.load_model(artifact_path, compile=False)
+        self.model = network.for_inference(keras.models.load_model(artifact_path, compile=False))
         self.class_names = list(class_names)
         self.input_size = int(input_size)
         self._forward = self._compile_forward()
