@@ -63,7 +63,7 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # less AUC on the split (0.861 against 0.889 on average). At 192 px the same seeds gave, on average, swapped
 # colours 0.789 (160 px: 0.756, 224 px: 0.752), worst simulated acquisition change 0.799 (0.757, 0.769) and
 # specificity at the threshold 0.61 (0.56, 0.62), at 165-186 images a second on 2 cores (160 px: 246-255,
-# 224 px: 132-142; bench/inference_speed.py).
+# 224 px: 132-142; bench/inference_speed.py, one run, before workers folded batch normalisation).
 RECIPES = {
     "efficientnet_lite0": {"epochs": 14, "input_size": 192, "augmentation": "basic", "style_mix": True,
                            "colour": "standardise"},
