@@ -79,7 +79,7 @@ def test_sharpness_is_the_laplacian_variance_of_the_grey_levels():
     # A one-pixel checkerboard of 0 and 255: every inner Laplacian is +-4 * 255, so the variance is (4 * 255)^2.
     board = ((np.indices((16, 16)).sum(axis=0) % 2) * 255).astype(np.uint8)
     assert sharpness(np.repeat(board[..., None], 3, axis=2)) == pytest.approx((4 * 255) ** 2, rel=1e-4)
-    images = np.stack([np.full((8, 8, 3), value, np.uint8) for value in (0, 0)] + [np.repeat(board[:8, :8, None], 3, 2)])
+    images = np.stack([np.zeros((8, 8, 3), np.uint8)] * 2 + [np.repeat(board[:8, :8, None], 3, axis=2)])
     assert sharpness_floor(images) == pytest.approx(0.0)
     assert quality_warning(flat, None) is None
 

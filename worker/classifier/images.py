@@ -59,10 +59,12 @@ def sharpness_floor(images: np.ndarray) -> float:
 
 def quality_warning(image: np.ndarray, floor: float | None) -> str | None:
     """Why this image's score is less trustworthy than usual, or None; None too for models with no floor."""
-    if floor is None:
-        return None
-    value = sharpness(image)
-    if value >= floor:
+    return None if floor is None else sharpness_warning(sharpness(image), floor)
+
+
+def sharpness_warning(value: float, floor: float | None) -> str | None:
+    """quality_warning for an image whose sharpness is already measured."""
+    if floor is None or value >= floor:
         return None
     return (f"blurred or low resolution (sharpness {value:.1f}, below {floor:.1f}): melanoma scores run low on "
             "such images, so no alert does not mean no melanoma; retake the image or have it reviewed")
