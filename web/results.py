@@ -32,9 +32,16 @@ def to_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula: a file named "=HYPERLINK(...).jpg"
+# would become a live link in the dermatologist's spreadsheet (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value):
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value  # shown as text; the JSON results keep the name as sent
     return value

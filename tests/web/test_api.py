@@ -95,6 +95,20 @@ def test_resubmission_with_the_same_idempotency_key_returns_the_first_batch(clie
     assert db.session.scalar(db.select(db.func.count(Image.id))) == 1
 
 
+def test_a_reused_idempotency_key_with_other_files_is_refused_and_changes_nothing(client, hospital):
+    _, key = hospital
+    headers = {"Idempotency-Key": "upload-43"}
+    first = upload(client, key, [("a.png", make_png()), ("b.png", make_png(colour=(9, 9, 9)))], headers=headers)
+    for other in ([("a.png", make_png())],  # one file fewer
+                  [("a.png", make_png()), ("b.png", make_png(colour=(8, 8, 8)))],  # other contents
+                  [("b.png", make_png(colour=(9, 9, 9))), ("a.png", make_png())]):  # other order
+        refused = upload(client, key, other, headers=headers)
+        assert refused.status_code == 422, refused.get_json()
+        assert f"batch {first.get_json()['id']}" in refused.get_json()["error"]
+    assert db.session.scalar(db.select(db.func.count(Batch.id))) == 1
+    assert db.session.scalar(db.select(db.func.count(Image.id))) == 2
+
+
 def test_another_hospitals_batch_and_alerts_answer_404_or_nothing(client, hospital, app):
     _, key = hospital
     _, other_key = make_hospital("Other General")
@@ -121,6 +135,18 @@ def test_results_csv_has_one_row_per_image_with_alert_as_true_or_false(client, h
     assert rows[1]["alert"] == "false" and rows[1]["status"] == "rejected"
     bad_format = client.get(f"/api/v1/batches/{batch_id}/results?format=xml", headers={"X-API-Key": key})
     assert bad_format.status_code == 400
+
+
+def test_results_csv_keeps_spreadsheets_from_running_a_filename_as_a_formula(client, hospital):
+    _, key = hospital
+    names = ["=cmd|' /C calc'!A0.png", "+1.png", "-2.png", "@sum.png", "plain=1.png"]
+    batch_id = upload(client, key, [(name, make_png(colour=(i, 0, 0))) for i, name in enumerate(names)]
+                      ).get_json()["id"]
+    response = client.get(f"/api/v1/batches/{batch_id}/results?format=csv", headers={"X-API-Key": key})
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [row["filename"] for row in rows] == ["'" + name for name in names[:4]] + ["plain=1.png"]
+    as_json = client.get(f"/api/v1/batches/{batch_id}/results", headers={"X-API-Key": key}).get_json()
+    assert [row["filename"] for row in as_json["results"]] == names
 
 
 def test_dashboard_lists_open_alerts_and_recent_batches_behind_a_login(app, client, hospital):
