@@ -50,20 +50,33 @@ def check_image(data: bytes, max_bytes: int) -> str | None:
     return None
 
 
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key already names a batch of other files: answering with that batch would drop
+    these files without a word."""
+
+    def __init__(self, batch: Batch):
+        super().__init__(f"Idempotency-Key already used for batch {batch.id}, which holds other files; "
+                         "send new files with a new key")
+        self.batch = batch
+
+
 def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key: str | None = None,
                  actor: str | None = None) -> tuple[Batch, bool]:
-    """Create the batch and its images; returns (batch, created). A repeated idempotency key returns the
-    batch made the first time, and creates nothing. Uploads are consumed one at a time, so a batch of
-    thousands of files never sits in memory at once."""
+    """Create the batch and its images; returns (batch, created). A repeated idempotency key with the same
+    files (names and contents, in order) returns the batch made the first time, and creates nothing; with
+    other files it raises IdempotencyConflict. Uploads are consumed one at a time, so a batch of thousands
+    of files never sits in memory at once."""
     if idempotency_key:
         existing = _batch_for_key(hospital.id, idempotency_key)
         if existing:
-            return existing, False
+            return _replay(existing, [(upload.filename, hashlib.sha256(upload.data).hexdigest())
+                                      for upload in uploads]), False
     config = current_app.config
     store = ImageStore(config["STORAGE_DIR"])
     max_bytes = config["MAX_FILE_MB"] * 1024 * 1024
     batch = Batch(hospital_id=hospital.id, idempotency_key=idempotency_key, image_count=0)
     db.session.add(batch)
+    sent = []
     for upload in uploads:
         batch.image_count += 1
         reason = check_image(upload.data, max_bytes)
@@ -73,6 +86,7 @@ def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key:
             image.status, image.rejection_reason = ImageStatus.REJECTED, reason
         else:
             image.sha256, image.storage_path = store.put(upload.data)
+        sent.append((image.filename, image.sha256))
         db.session.add(image)
     try:
         db.session.flush()
@@ -85,7 +99,7 @@ def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key:
         existing = _batch_for_key(hospital.id, idempotency_key) if idempotency_key else None
         if existing is None:
             raise
-        return existing, False
+        return _replay(existing, sent), False
     queued = [image.id for image in batch.images if image.status == ImageStatus.QUEUED]
     if queued:
         try:
@@ -101,3 +115,12 @@ def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key:
 def _batch_for_key(hospital_id: int, key: str) -> Batch | None:
     return db.session.scalar(db.select(Batch).where(Batch.hospital_id == hospital_id, Batch.idempotency_key == key))
 
+
+
+def _replay(batch: Batch, sent: list[tuple[str, str]]) -> Batch:
+    """The batch an idempotency key already made, if these are its files (name and SHA-256, in order)."""
+    stored = db.session.execute(
+        db.select(Image.filename, Image.sha256).where(Image.batch_id == batch.id).order_by(Image.id)).all()
+    if [tuple(row) for row in stored] != sent:
+        raise IdempotencyConflict(batch)
+    return batch

@@ -8,7 +8,7 @@ from models.prediction import AlertStatus
 from web.api import bp
 from web.api.auth import require_api_key
 from web.api.errors import ApiError
-from web.ingest import Upload, create_batch
+from web.ingest import IdempotencyConflict, Upload, create_batch
 from web.results import result_row, to_csv
 from web.storage import ImageStore
 
@@ -51,7 +51,10 @@ def create_batch_view():
         raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
     uploads = (Upload(filename=_clean_filename(storage.filename, index), data=storage.read())
                for index, storage in enumerate(files, start=1))
-    batch, created = create_batch(g.hospital, uploads, idempotency_key=key)
+    try:
+        batch, created = create_batch(g.hospital, uploads, idempotency_key=key)
+    except IdempotencyConflict as conflict:
+        raise ApiError(422, str(conflict)) from None
     body = batch_json(batch)
     status = 202 if created else 200
     return body, status, {"Location": body["url"]}
