@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import requests
 from tqdm import tqdm
+from urllib3.fields import RequestField
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -29,6 +30,44 @@ def collect_files(paths: list[str]) -> list[Path]:
     if not files:
         raise SubmitError("no image files found (looked for .jpg, .jpeg and .png)")
     return files
+
+
+class MultipartFiles:
+    """A multipart/form-data body of files that reads each file from disk only as it is sent, so a batch of
+    thousands of dermatoscope pictures never sits in the client's memory, and no file stays open. Its
+    length is known before sending (a Content-Length, which every server accepts), and each iteration
+    starts over, so a retry sends the whole body again."""
+
+    CHUNK_BYTES = 1 << 20
+
+    def __init__(self, files: list[Path], field: str = "files"):
+        boundary = uuid.uuid4().hex
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        self._parts = []
+        for path in files:
+            header = RequestField(field, b"", filename=str(path))
+            header.make_multipart(content_type="application/octet-stream")
+            self._parts.append((f"--{boundary}\r\n".encode() + header.render_headers().encode(), path,
+                                path.stat().st_size))
+        self._end = f"--{boundary}--\r\n".encode()
+        self._length = sum(len(head) + size + 2 for head, _, size in self._parts) + len(self._end)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self):
+        for head, path, size in self._parts:
+            yield head
+            with path.open("rb") as file:
+                remaining = size
+                while remaining:
+                    chunk = file.read(min(self.CHUNK_BYTES, remaining))
+                    if not chunk:
+                        raise SubmitError(f"{path} shrank to {size - remaining} bytes while it was being sent")
+                    remaining -= len(chunk)
+                    yield chunk
+            yield b"\r\n"
+        yield self._end
 
 
 class Client:
@@ -63,11 +102,11 @@ class Client:
         """Upload the files as one batch. A dropped connection is retried with the same Idempotency-Key,
         so the server makes one batch however many times the upload is sent."""
         key = idempotency_key or uuid.uuid4().hex
-        # Read each file once, up front: holding thousands of files open runs out of file descriptors.
-        parts = [("files", (str(path), path.read_bytes())) for path in files]
+        body = MultipartFiles(files)
         for attempt in range(1, attempts + 1):
             try:
-                return self._request("POST", "/api/v1/batches", files=parts, headers={"Idempotency-Key": key}).json()
+                return self._request("POST", "/api/v1/batches", data=body,
+                                     headers={"Idempotency-Key": key, "Content-Type": body.content_type}).json()
             except SubmitError:
                 if attempt == attempts or not self._last_was_transient:
                     raise

@@ -12,6 +12,7 @@ from models import Batch, Hospital, ModelVersion, db
 from models.hospital import ApiKey
 from tests.conftest import MELANOMA_CLI, ROOT, dataset_images, worker_env
 from web.cli import cli
+from web.client import MultipartFiles
 from worker.registry import file_sha256
 
 
@@ -105,6 +106,28 @@ def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, work
     assert len(rows) == 4 and all(row["status"] == "done" for row in rows)
     db.session.expire_all()
     assert db.session.get(Batch, batch_id).status == "done"
+
+
+def test_the_streamed_upload_body_is_multipart_the_api_reads_file_for_file(client, hospital, tmp_path):
+    _, key = hospital
+    files = []
+    for index, path in enumerate(dataset_images("melanoma", 2) + dataset_images("nevus", 1)):
+        copy = tmp_path / f'{index} "quoted" name{path.suffix}'
+        copy.write_bytes(path.read_bytes())
+        files.append(copy)
+    body = MultipartFiles(files)
+    MultipartFiles.CHUNK_BYTES, chunk_bytes = 1000, MultipartFiles.CHUNK_BYTES  # many chunks a file
+    try:
+        sent = b"".join(body)
+        assert b"".join(body) == sent and len(body) == len(sent)  # a retry sends it all again
+    finally:
+        MultipartFiles.CHUNK_BYTES = chunk_bytes
+    response = client.post("/api/v1/batches", data=sent, content_type=body.content_type,
+                           headers={"X-API-Key": key})
+    assert response.status_code == 202, response.get_json()
+    results = client.get(response.get_json()["results_url"], headers={"X-API-Key": key}).get_json()["results"]
+    assert [row["filename"] for row in results] == [str(path) for path in files]
+    assert [row["sha256"] for row in results] == [file_sha256(path) for path in files]
 
 
 def test_submit_without_a_key_or_server_says_what_to_do(tmp_path):
