@@ -36,9 +36,26 @@ def decode_image(data: bytes, input_size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
+# A dermatoscope's field of view: pixels darker than FIELD_DARKNESS (a share of full scale) in every channel
+# and outside the central disc of radius FIELD_CENTRE (a share of the half width) are the black rim of a
+# round window, not skin. network.ChannelStandardisation(field_only=True) applies the same rule.
+FIELD_DARKNESS = 0.08
+FIELD_CENTRE = 0.75
+# Pixels of the field this close to the rim are left out of the sharpness: the rim's edge is not detail.
+RIM_MARGIN = 3
+
 # An image counts as blurred when it is less sharp than all but this percentage of the training images.
 SHARPNESS_PERCENTILE = 1.0
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def field_of_view(image: np.ndarray) -> np.ndarray:
+    """A boolean mask of the pixels inside the dermatoscope's field of view (all of them where there is no rim)."""
+    height, width = image.shape[:2]
+    rows = (np.arange(height) + 0.5) / height * 2.0 - 1.0
+    columns = (np.arange(width) + 0.5) / width * 2.0 - 1.0
+    periphery = rows[:, None] ** 2 + columns[None, :] ** 2 > FIELD_CENTRE**2
+    return ~(periphery & (image.max(axis=-1) < FIELD_DARKNESS * 255))
 
 
 def sharpness(image: np.ndarray) -> float:
@@ -46,10 +63,17 @@ def sharpness(image: np.ndarray) -> float:
 
     Measured on the array at the model's input size, so it scores the detail the network gets: focus blur,
     motion and an upscaled low-resolution picture all lower it; a large sharp picture, shrunk, does not.
+    Only inside the field of view: a round window's sharp black edge would make any picture look sharp.
     """
     grey = image.astype(np.float32) @ _GREY
     laplacian = (grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4.0 * grey[1:-1, 1:-1])
-    return float(laplacian.var())
+    inside = field_of_view(image)
+    for _ in range(RIM_MARGIN + 1):  # shrink the field away from the rim, a pixel at a time
+        shrunk = inside.copy()
+        shrunk[1:-1, 1:-1] &= inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+        inside = shrunk
+    inside = inside[1:-1, 1:-1]
+    return float(laplacian[inside].var() if inside.mean() > 0.25 else laplacian.var())
 
 
 def sharpness_floor(images: np.ndarray) -> float:
