@@ -22,7 +22,7 @@ from PIL import Image
 
 from worker.classifier import data
 from worker.classifier.audit import ARCHIVE
-from worker.classifier.evaluation import as_arrays, swap_sources
+from worker.classifier.evaluation import PERTURBATIONS, as_arrays, swap_sources
 from worker.classifier.metrics import (
     balanced_accuracy,
     expected_calibration_error,
@@ -82,7 +82,8 @@ def scores(probabilities_validation, labels_validation, probabilities_test, labe
 
 def generalisation(predict, test: list[data.Example]) -> dict:
     """Melanoma AUC where the source cannot help: inside the older ISIC archive alone (melanoma against the
-    nevi and keratoses of the same source), and with every test image in the colours of the other source."""
+    nevi and keratoses of the same source), with every test image in the colours of the other source, and
+    seen through a contact dermatoscope's round window (black outside it), which the collection lacks."""
     pictures = [Image.open(example.path).convert("RGB") for example in test]
     melanoma = CLASS_NAMES.index(MELANOMA)
     labels = np.array([example.label for example in test]) == melanoma
@@ -91,7 +92,9 @@ def generalisation(predict, test: list[data.Example]) -> dict:
     archive = sources == ARCHIVE
     swapped = swap_sources(pictures, sources)
     return {"archive_auc": roc_auc(labels[archive], scores[archive]) if archive.any() else float("nan"),
-            "swapped_auc": roc_auc(labels, predict(swapped)[:, melanoma]) if swapped else float("nan")}
+            "swapped_auc": roc_auc(labels, predict(swapped)[:, melanoma]) if swapped else float("nan"),
+            "rim_auc": roc_auc(labels, predict([PERTURBATIONS["dermatoscope rim"](image) for image in pictures])
+                               [:, melanoma])}
 
 
 def run_baseline(split: data.Split, out_dir: Path, epochs: int) -> dict:
@@ -157,6 +160,7 @@ def main() -> None:
             ("melanoma specificity @thr", "melanoma_specificity", "{:.3f}"), ("ECE", "ece", "{:.3f}"),
             ("melanoma AUC, archive only", "archive_auc", "{:.3f}"),
             ("melanoma AUC, colours swapped", "swapped_auc", "{:.3f}"),
+            ("melanoma AUC, dermatoscope rim", "rim_auc", "{:.3f}"),
             ("alert threshold", "threshold", "{:.3f}"), ("training time (s)", "training_seconds", "{:.0f}"),
             ("inference images/s (b=64)", "images_per_second", "{:.0f}"), ("parameters", "parameters", "{:,}"),
             ("model size (MB)", "size_mb", "{:.1f}"), ("test images", "test_images", "{}")]

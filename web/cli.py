@@ -290,14 +290,17 @@ def audit(data_dir, against, out):
               show_default=True,
               help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
 @click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 192 / 128).")
-@click.option("--augmentation", type=click.Choice(["basic", "acquisition"]), default=None,
-              help="Default basic; acquisition adds framing, aspect, colour cast, vignetting, blur and JPEG changes.")
+@click.option("--augmentation", type=click.Choice(["basic", "rim", "acquisition"]), default=None,
+              help="basic: flips, rotations, photometric jitter, crops; rim (default for efficientnet_lite0) adds "
+                   "a dermatoscope's black round rim to a fifth of the images; acquisition adds framing, aspect, "
+                   "colour cast, vignetting, blur and JPEG changes.")
 @click.option("--style-mix/--no-style-mix", default=None,
               help="Give images the colour and lighting of others in their batch (Fourier amplitude mix); "
                    "on by default for efficientnet_lite0.")
-@click.option("--colour", type=click.Choice(["shades-of-grey", "standardise"]), default=None,
-              help="standardise (default for efficientnet_lite0) also evens out each image's exposure and contrast; "
-                   "shades-of-grey (default for small) only its colour cast.")
+@click.option("--colour", type=click.Choice(["shades-of-grey", "standardise", "field-standardise"]), default=None,
+              help="standardise also evens out each image's exposure and contrast; field-standardise (default "
+                   "for efficientnet_lite0) does it inside the dermatoscope's field of view, a black rim left out; "
+                   "shades-of-grey (default for small) only evens out the colour cast.")
 def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
           colour):
     """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""

@@ -101,7 +101,7 @@ def test_a_saved_lite0_classifier_is_served_folded_with_the_same_probabilities(s
     from worker.classifier.network import calibrated, make_model
     from worker.classifier.predictor import Classifier
 
-    model = make_model(input_size=64, backbone="efficientnet_lite0", colour="standardise")
+    model = make_model(input_size=64, backbone="efficientnet_lite0", colour="field-standardise")
     load_imagenet_weights(model.get_layer("efficientnet_lite0"), state)
     calibrated(model, temperature=1.7).save(tmp_path / "model.keras")
     saved = keras.models.load_model(tmp_path / "model.keras", compile=False)
@@ -110,5 +110,6 @@ def test_a_saved_lite0_classifier_is_served_folded_with_the_same_probabilities(s
     assert not [layer for layer in served.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert classifier.model.get_layer("calibration").temperature == 1.7
     images = np.random.default_rng(2).uniform(0, 255, (3, 64, 64, 3)).astype(np.uint8)
+    images[0, :8, :8] = 0  # a black corner: the field-of-view standardisation comes through the reload too
     expected = np.asarray(saved(images.astype(np.float32), training=False))
     np.testing.assert_allclose(classifier.predict(list(images)), expected, rtol=1e-4, atol=1e-6)

@@ -102,6 +102,20 @@ def test_blurred_and_low_resolution_pictures_fall_below_the_shipped_models_sharp
         assert quality_warning(decoded(small), floor) is not None, path.name
 
 
+def test_a_dermatoscopes_rim_does_not_make_a_blurred_picture_look_sharp():
+    floor = read_card(DEFAULT_MODEL_DIR)[0]["sharpness_floor"]
+    size = 192
+    y, x = np.mgrid[0:size, 0:size]
+    inside = np.hypot(y + 0.5 - size / 2, x + 0.5 - size / 2) <= size / 2
+    for path in dataset_images("nevus", 3):
+        picture = PILImage.open(path).convert("RGB").resize((size, size))
+        blurred = np.asarray(picture.filter(ImageFilter.GaussianBlur(2)))
+        rimmed = (blurred * inside[..., None]).astype(np.uint8)
+        assert sharpness(rimmed) < floor and sharpness(rimmed) == pytest.approx(sharpness(blurred), rel=0.5)
+        sharp_rimmed = (np.asarray(picture) * inside[..., None]).astype(np.uint8)
+        assert sharpness(sharp_rimmed) >= floor
+
+
 def test_shipped_model_accepts_images_of_any_size_and_predicts_a_list():
     from worker.classifier.predictor import Classifier
 
@@ -203,7 +217,7 @@ def test_occlusion_map_marks_the_region_that_carries_the_class():
     assert drops[2:4, 2:4].min() > 0 and drops[0].max() == 0 and drops[:, 0].max() == 0
 
 
-@pytest.mark.parametrize("name", ["basic", "acquisition"])
+@pytest.mark.parametrize("name", ["basic", "rim", "acquisition"])
 def test_augmentation_is_seeded_keeps_shape_and_range_and_changes_the_picture(name):
     import tensorflow as tf
 
@@ -259,6 +273,47 @@ def test_channel_standardisation_removes_another_devices_gain_and_offset():
     out = np.asarray(layer(image))
     np.testing.assert_allclose(out.mean(axis=(1, 2)), 0.5, atol=0.01)
     assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_dermatoscope_rim_blackens_outside_a_round_window_of_several_sizes():
+    import tensorflow as tf
+
+    from worker.classifier.data import dermatoscope_rim
+
+    image = tf.fill((64, 64, 3), 200.0)
+    rims = [dermatoscope_rim(image, tf.constant([seed, 0], tf.int64), 1.0).numpy() for seed in range(8)]
+    for rimmed in rims:
+        assert rimmed[0, 0].max() == 0.0 and rimmed[-1, -1].max() == 0.0  # the corners are outside
+        np.testing.assert_array_equal(rimmed[28:36, 28:36], 200.0)  # the lesion in the centre is not
+    assert len({float(rimmed.mean()) for rimmed in rims}) > 1
+    untouched = dermatoscope_rim(image, tf.constant([1, 0], tf.int64), 0.0).numpy()
+    np.testing.assert_array_equal(untouched, image.numpy())
+
+
+def test_field_standardisation_ignores_a_dermatoscopes_black_rim():
+    from worker.classifier.network import ChannelStandardisation
+
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0.3, 0.8, (1, 48, 48, 3)).astype(np.float32)
+    y, x = np.mgrid[0:48, 0:48]
+    inside = np.hypot(y - 23.5, x - 23.5) <= 24
+    rimmed = np.where(inside[None, ..., None], image, 0.0).astype(np.float32)
+    greyer_rim = np.where(inside[None, ..., None], image, 0.05).astype(np.float32)
+    field = ChannelStandardisation.from_config(ChannelStandardisation(field_only=True).get_config())
+    assert field.field_only and not ChannelStandardisation.from_config(ChannelStandardisation().get_config()).field_only
+    pixels = image[0][inside]
+    expected = np.clip(0.5 + (pixels - pixels.mean(axis=0)) / (4 * pixels.std(axis=0) + 1e-3), 0, 1)
+    np.testing.assert_allclose(np.asarray(field(rimmed))[0][inside], expected, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(field(greyer_rim))[0][inside], expected, atol=2e-3)
+    # Without field_only the rim drags the mean down and the spread up, and the lesion comes out changed.
+    whole = np.asarray(ChannelStandardisation()(rimmed))[0][inside]
+    assert np.abs(whole - expected).mean() > 0.05
+    np.testing.assert_array_equal(np.asarray(field(rimmed))[0][~inside], 0.5)  # the rim reads as plain skin
+    # A black lesion in the centre stays black; a picture that is all dark still comes out finite.
+    lesion = image.copy()
+    lesion[0, 20:28, 20:28] = 0.0
+    assert np.asarray(field(lesion))[0, 20:28, 20:28].max() == 0.0
+    assert np.isfinite(np.asarray(field(image * 0.05))).all()
 
 
 def test_recipe_defaults_take_only_the_values_given():

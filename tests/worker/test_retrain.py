@@ -21,7 +21,8 @@ def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny
     assert new.card["training"]["backbone"] == card["training"]["backbone"] == "small"
     assert new.input_size == card["input_size"] and new.card["training"]["epochs"] == card["training"]["epochs"]
     # The champion's own recipe, not the small backbone's defaults.
-    assert new.card["training"]["colour"] == "standardise" and new.card["training"]["style_mix"] is True
+    assert new.card["training"]["colour"] == "field-standardise" and new.card["training"]["style_mix"] is True
+    assert new.card["training"]["augmentation"] == "rim"
     assert db.session.scalar(db.select(AuditEvent).where(AuditEvent.actor == "schedule:retrain"))
 
 

@@ -36,6 +36,15 @@ def _vignette(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(pixels * (1 - 0.6 * radius ** 2)[..., None], 0, 255).astype(np.uint8))
 
 
+def _rim(image: Image.Image) -> Image.Image:
+    """A contact dermatoscope's round window: black outside the circle that touches the picture's sides."""
+    pixels = np.asarray(image, dtype=np.float32)
+    height, width = pixels.shape[:2]
+    y, x = np.mgrid[0:height, 0:width]
+    inside = np.hypot((y + 0.5 - height / 2) / (height / 2), (x + 0.5 - width / 2) / (width / 2)) <= 1.0
+    return Image.fromarray((pixels * inside[..., None]).astype(np.uint8))
+
+
 def _jpeg(image: Image.Image, quality: int = 30) -> Image.Image:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
@@ -45,6 +54,7 @@ def _jpeg(image: Image.Image, quality: int = 30) -> Image.Image:
 PERTURBATIONS = {
     "colour cast": _cast,
     "vignetting": _vignette,
+    "dermatoscope rim": _rim,
     "blur": lambda image: image.filter(ImageFilter.GaussianBlur(2)),
     "low resolution": lambda image: image.resize((image.width // 3, image.height // 3)).resize(image.size),
     "jpeg quality 30": _jpeg,

@@ -7,6 +7,8 @@ stored and serving can never drift from training.
 import keras
 from keras import layers, ops
 
+from worker.classifier.images import FIELD_CENTRE, FIELD_DARKNESS
+
 CLASS_NAMES = (
     "actinic keratosis",
     "basal cell carcinoma",
@@ -69,12 +71,37 @@ class ChannelStandardisation(layers.Layer):
     """Gives every image the same per-channel mean and spread: a stronger colour constancy than shades of
     grey, which also removes another device's exposure and contrast. What stays is how the lesion differs
     from the skin around it. Expects pixels in [0, 1]; returns mean 0.5 and two spreads either side in [0, 1].
+
+
+    With field_only, the mean and spread come from the dermatoscope's field of view: pixels darker than
+    FIELD_DARKNESS in every channel and outside the central disc (FIELD_CENTRE of the half width: where a
+    round window's black rim lies) count almost nothing, so a rim neither darkens nor flattens the lesion,
+    and they come out as the mean, 0.5, since black would read as pigment. A dark lesion in the centre is
+    never touched; an image that is all rim falls back to every pixel.
     """
 
+    def __init__(self, field_only: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.field_only = bool(field_only)
+
     def call(self, images):
-        mean = ops.mean(images, axis=(1, 2), keepdims=True)
-        spread = ops.std(images, axis=(1, 2), keepdims=True)
-        return ops.clip(0.5 + (images - mean) / (4.0 * spread + 1e-3), 0.0, 1.0)
+        if not self.field_only:
+            mean = ops.mean(images, axis=(1, 2), keepdims=True)
+            spread = ops.std(images, axis=(1, 2), keepdims=True)
+            return ops.clip(0.5 + (images - mean) / (4.0 * spread + 1e-3), 0.0, 1.0)
+        height, width = ops.shape(images)[1], ops.shape(images)[2]
+        rows = (ops.cast(ops.arange(height), "float32") + 0.5) / ops.cast(height, "float32") * 2.0 - 1.0
+        columns = (ops.cast(ops.arange(width), "float32") + 0.5) / ops.cast(width, "float32") * 2.0 - 1.0
+        periphery = (rows[:, None] ** 2 + columns[None, :] ** 2) > FIELD_CENTRE**2
+        outside = (ops.max(images, axis=-1, keepdims=True) < FIELD_DARKNESS) & periphery[None, :, :, None]
+        weight = ops.where(outside, 1e-4, 1.0)
+        total = ops.sum(weight, axis=(1, 2), keepdims=True)
+        mean = ops.sum(images * weight, axis=(1, 2), keepdims=True) / total
+        spread = ops.sqrt(ops.sum(ops.square(images - mean) * weight, axis=(1, 2), keepdims=True) / total)
+        return ops.where(outside, 0.5, ops.clip(0.5 + (images - mean) / (4.0 * spread + 1e-3), 0.0, 1.0))
+
+    def get_config(self):
+        return {**super().get_config(), "field_only": self.field_only}
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
@@ -125,7 +152,8 @@ def _conv_block(x, filters: int, name: str):
 
 BACKBONES = ("small", "efficientnet_lite0")
 # How the model evens out the colour and lighting of different dermatoscopes before the network sees it.
-COLOUR_NORMALISATIONS = ("shades-of-grey", "standardise")
+# field-standardise: standardise, with the statistics taken inside the dermatoscope's field of view.
+COLOUR_NORMALISATIONS = ("shades-of-grey", "standardise", "field-standardise")
 
 
 def make_model(
@@ -148,8 +176,8 @@ def make_model(
     x = layers.Resizing(input_size, input_size, name="resize")(inputs)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
     x = ShadesOfGrey(name="colour_constancy")(x)
-    if colour == "standardise":
-        x = ChannelStandardisation(name="standardise")(x)
+    if colour in ("standardise", "field-standardise"):
+        x = ChannelStandardisation(field_only=colour == "field-standardise", name="standardise")(x)
     if backbone == "efficientnet_lite0":
         from worker.classifier.backbones import efficientnet_lite0
 
