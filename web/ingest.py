@@ -116,7 +116,6 @@ def _batch_for_key(hospital_id: int, key: str) -> Batch | None:
     return db.session.scalar(db.select(Batch).where(Batch.hospital_id == hospital_id, Batch.idempotency_key == key))
 
 
-
 def _replay(batch: Batch, sent: list[tuple[str, str]]) -> Batch:
     """The batch an idempotency key already made, if these are its files (name and SHA-256, in order)."""
     stored = db.session.execute(

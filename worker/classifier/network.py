@@ -72,7 +72,6 @@ class ChannelStandardisation(layers.Layer):
     grey, which also removes another device's exposure and contrast. What stays is how the lesion differs
     from the skin around it. Expects pixels in [0, 1]; returns mean 0.5 and two spreads either side in [0, 1].
 
-
     With field_only, the mean and spread come from the dermatoscope's field of view: pixels darker than
     FIELD_DARKNESS in every channel and outside the central disc (FIELD_CENTRE of the half width: where a
     round window's black rim lies) count almost nothing, so a rim neither darkens nor flattens the lesion,
@@ -88,17 +87,19 @@ class ChannelStandardisation(layers.Layer):
         if not self.field_only:
             mean = ops.mean(images, axis=(1, 2), keepdims=True)
             spread = ops.std(images, axis=(1, 2), keepdims=True)
-            return ops.clip(0.5 + (images - mean) / (4.0 * spread + 1e-3), 0.0, 1.0)
-        height, width = ops.shape(images)[1], ops.shape(images)[2]
-        rows = (ops.cast(ops.arange(height), "float32") + 0.5) / ops.cast(height, "float32") * 2.0 - 1.0
-        columns = (ops.cast(ops.arange(width), "float32") + 0.5) / ops.cast(width, "float32") * 2.0 - 1.0
-        periphery = (rows[:, None] ** 2 + columns[None, :] ** 2) > FIELD_CENTRE**2
-        outside = (ops.max(images, axis=-1, keepdims=True) < FIELD_DARKNESS) & periphery[None, :, :, None]
-        weight = ops.where(outside, 1e-4, 1.0)
-        total = ops.sum(weight, axis=(1, 2), keepdims=True)
-        mean = ops.sum(images * weight, axis=(1, 2), keepdims=True) / total
-        spread = ops.sqrt(ops.sum(ops.square(images - mean) * weight, axis=(1, 2), keepdims=True) / total)
-        return ops.where(outside, 0.5, ops.clip(0.5 + (images - mean) / (4.0 * spread + 1e-3), 0.0, 1.0))
+        else:
+            # The same rim rule as images.field_of_view, in the graph.
+            height, width = ops.shape(images)[1], ops.shape(images)[2]
+            rows = (ops.cast(ops.arange(height), "float32") + 0.5) / ops.cast(height, "float32") * 2.0 - 1.0
+            columns = (ops.cast(ops.arange(width), "float32") + 0.5) / ops.cast(width, "float32") * 2.0 - 1.0
+            periphery = (rows[:, None] ** 2 + columns[None, :] ** 2) > FIELD_CENTRE**2
+            outside = (ops.max(images, axis=-1, keepdims=True) < FIELD_DARKNESS) & periphery[None, :, :, None]
+            weight = ops.where(outside, 1e-4, 1.0)
+            total = ops.sum(weight, axis=(1, 2), keepdims=True)
+            mean = ops.sum(images * weight, axis=(1, 2), keepdims=True) / total
+            spread = ops.sqrt(ops.sum(ops.square(images - mean) * weight, axis=(1, 2), keepdims=True) / total)
+        standardised = ops.clip(0.5 + (images - mean) / (4.0 * spread + 1e-3), 0.0, 1.0)
+        return ops.where(outside, 0.5, standardised) if self.field_only else standardised
 
     def get_config(self):
         return {**super().get_config(), "field_only": self.field_only}
