@@ -240,7 +240,7 @@ def evaluate(model_dir, data_dir, split, out, perturb):
     if "source_swap" in report:
         rows.append(("sources' colours swapped", report["source_swap"]))
     click.echo(f"{'':28s}{'images':>8s}{'bal.acc':>9s}{'mel.AUC':>9s}{'sens':>7s}{'spec':>7s}"
-               f"{'blurred':>9s}{'sens+flag':>11s}")
+               f"{'flagged':>9s}{'sens+flag':>11s}")
     for name, figures in rows:
         quality = figures.get("quality", {})
         click.echo(f"{name:28s}{figures.get('images', report['overall']['images']):>8d}"
@@ -248,8 +248,8 @@ def evaluate(model_dir, data_dir, split, out, perturb):
                              (("balanced_accuracy", 9), ("melanoma_auc", 9), ("melanoma_sensitivity", 7),
                               ("melanoma_specificity", 7)))
                    + _cell(quality.get("flagged"), 9) + _cell(quality.get("melanomas_alerted_or_flagged"), 11))
-    if report.get("sharpness_floor") is not None:
-        click.echo("blurred: share of images below the model's sharpness floor, which get a quality warning; "
+    if report.get("sharpness_floor") is not None or report.get("illumination_floor") is not None:
+        click.echo("flagged: share of images with a quality warning (blurred or low resolution, unevenly lit); "
                    "sens+flag: share of melanomas alerted or flagged")
     click.echo(f"written to {out or Path(model_dir) / 'evaluation'}")
 

@@ -9,7 +9,7 @@ from models import Alert, Batch, Image, Prediction, db
 from models.batch import ImageStatus
 from web.queue import EXPLAIN_ALERT, EXPLAIN_QUEUE
 from web.storage import ImageStore
-from worker.classifier.images import UnreadableImage, decode_image, sharpness, sharpness_warning
+from worker.classifier.images import UnreadableImage, decode_image, measure_quality, quality_warning
 from worker.serving import serving_model
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,13 @@ def _classify(model, image_ids: list[int]) -> dict:
     melanoma = model.class_names.index(MELANOMA)
     new_alerts = []
     for image, array, row in zip(to_predict, arrays, probabilities, strict=True):
-        detail = sharpness(array)
+        quality = measure_quality(array)
         prediction = Prediction(
             image_id=image.id, model_version_id=model.version_id,
             probabilities={name: round(float(p), 6) for name, p in zip(model.class_names, row, strict=True)},
             predicted_class=model.class_names[int(row.argmax())],
             melanoma_probability=float(row[melanoma]),
-            sharpness=detail, quality_warning=sharpness_warning(detail, model.sharpness_floor),
+            sharpness=quality.sharpness, quality_warning=quality_warning(quality, model.quality_floors),
         )
         db.session.add(prediction)
         if prediction.melanoma_probability >= model.alert_threshold:

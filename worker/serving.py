@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from models import ModelVersion
+from worker.classifier.images import QualityFloors
 from worker.registry import ensure_champion, file_sha256, resolve_path
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ class ServingModel:
     input_size: int
     alert_threshold: float
     classifier: object  # worker.classifier.predictor.Classifier
-    sharpness_floor: float | None = None  # from the card; models trained before it was measured have none
+    quality_floors: QualityFloors = QualityFloors()  # from the card; older models have none or some
 
 
 _lock = threading.Lock()
@@ -49,4 +50,4 @@ def _load(version: ModelVersion) -> ServingModel:
     log.info("loading model %s from %s", version.label, artifact)
     classifier = Classifier(str(artifact), version.class_names, version.input_size)
     return ServingModel(version.id, version.label, list(version.class_names), version.input_size,
-                        version.alert_threshold, classifier, (version.card or {}).get("sharpness_floor"))
+                        version.alert_threshold, classifier, QualityFloors.from_card(version.card or {}))

@@ -10,7 +10,17 @@ from PIL import ImageFilter
 
 from tests.conftest import dataset_images, make_png
 from web.config import DEFAULT_MODEL_DIR
-from worker.classifier.images import UnreadableImage, decode_image, quality_warning, sharpness, sharpness_floor
+from worker.classifier.images import (
+    Quality,
+    QualityFloors,
+    UnreadableImage,
+    decode_image,
+    illumination,
+    measure_quality,
+    quality_floors,
+    quality_warning,
+    sharpness,
+)
 from worker.classifier.metrics import (
     balanced_accuracy,
     roc_auc,
@@ -80,13 +90,61 @@ def test_sharpness_is_the_laplacian_variance_of_the_grey_levels():
     board = ((np.indices((16, 16)).sum(axis=0) % 2) * 255).astype(np.uint8)
     assert sharpness(np.repeat(board[..., None], 3, axis=2)) == pytest.approx((4 * 255) ** 2, rel=1e-4)
     images = np.stack([np.zeros((8, 8, 3), np.uint8)] * 2 + [np.repeat(board[:8, :8, None], 3, axis=2)])
-    assert sharpness_floor(images) == pytest.approx(0.0)
-    assert quality_warning(flat, None) is None
+    assert quality_floors(images)["sharpness_floor"] == pytest.approx(0.0)
+    assert quality_warning(measure_quality(flat), QualityFloors()) is None
+
+
+def _vignetted(image: np.ndarray) -> np.ndarray:
+    """evaluate's vignetting perturbation, on a decoded array: the corners at 40 % of their brightness."""
+    from worker.classifier.evaluation import PERTURBATIONS
+
+    return np.asarray(PERTURBATIONS["vignetting"](PILImage.fromarray(image)))
+
+
+def test_illumination_sees_a_darkened_edge_and_not_a_dark_lesion_or_a_rim():
+    skin = np.full((96, 96, 3), (200, 150, 130), dtype=np.uint8)
+    assert illumination(skin) == pytest.approx(1.0)
+    assert illumination(_vignetted(skin)) < 0.8
+    y, x = np.mgrid[0:96, 0:96]
+    lesion = skin.copy()
+    lesion[np.hypot(y - 47.5, x - 47.5) < 36] = (60, 40, 30)  # a large dark lesion covering the middle band
+    assert illumination(lesion) > 0.95
+    rimmed = np.where((np.hypot(y + 0.5 - 48, x + 0.5 - 48) <= 48)[..., None], skin, 0).astype(np.uint8)
+    assert illumination(rimmed) == pytest.approx(1.0)  # the rim is outside the field of view
+    assert illumination(np.where(rimmed > 0, _vignetted(skin), 0).astype(np.uint8)) < 0.8
+
+
+def test_quality_warning_names_every_reason_and_only_where_the_card_has_a_floor():
+    floors = QualityFloors(sharpness=10.0, illumination=0.8)
+    assert quality_warning(Quality(sharpness=12.0, illumination=0.9), floors) is None
+    blurred = quality_warning(Quality(sharpness=5.0, illumination=0.9), floors)
+    assert "blurred or low resolution" in blurred and "unevenly lit" not in blurred
+    both = quality_warning(Quality(sharpness=5.0, illumination=0.5), floors)
+    assert "blurred or low resolution" in both and "unevenly lit (the edge at 0.50" in both
+    assert quality_warning(Quality(sharpness=5.0, illumination=0.5), QualityFloors(sharpness=None,
+                                                                                  illumination=0.8)).startswith("unevenly")
+    assert QualityFloors.from_card({"sharpness_floor": 3.0}) == QualityFloors(3.0, None)
+
+
+def test_vignetted_real_pictures_fall_below_an_illumination_floor_measured_on_real_pictures():
+    from worker.classifier.network import CLASS_NAMES
+
+    def decoded(path) -> np.ndarray:
+        return decode_image(path.read_bytes(), 192)
+
+    reference = [decoded(path) for name in CLASS_NAMES for path in dataset_images(name, 6)]
+    floors = QualityFloors.from_card(quality_floors(np.stack(reference)))
+    # Lesions that leave skin in the middle band; one that fills it hides the vignetting (see illumination).
+    for path in dataset_images("nevus", 9)[6:] + dataset_images("basal cell carcinoma", 9)[6:]:
+        picture = decoded(path)
+        assert quality_warning(measure_quality(picture), floors) is None, path.name
+        warning = quality_warning(measure_quality(_vignetted(picture)), floors)
+        assert warning is not None and "unevenly lit" in warning, path.name
 
 
 def test_blurred_and_low_resolution_pictures_fall_below_the_shipped_models_sharpness_floor():
     card, _ = read_card(DEFAULT_MODEL_DIR)
-    floor, size = card["sharpness_floor"], card["input_size"]
+    floors, size = QualityFloors.from_card(card), card["input_size"]
 
     def decoded(picture: PILImage.Image) -> np.ndarray:
         out = io.BytesIO()
@@ -95,11 +153,11 @@ def test_blurred_and_low_resolution_pictures_fall_below_the_shipped_models_sharp
 
     for path in dataset_images("melanoma", 3) + dataset_images("nevus", 3) + dataset_images("vascular lesion", 3):
         picture = PILImage.open(path).convert("RGB")
-        assert quality_warning(decoded(picture), floor) is None, path.name
-        blurred = quality_warning(decoded(picture.filter(ImageFilter.GaussianBlur(1.5))), floor)
+        assert quality_warning(measure_quality(decoded(picture)), floors) is None, path.name
+        blurred = quality_warning(measure_quality(decoded(picture.filter(ImageFilter.GaussianBlur(1.5)))), floors)
         assert blurred is not None and "blurred or low resolution" in blurred, path.name
         small = picture.resize((picture.width // 3, picture.height // 3)).resize(picture.size)
-        assert quality_warning(decoded(small), floor) is not None, path.name
+        assert quality_warning(measure_quality(decoded(small)), floors) is not None, path.name
 
 
 def test_a_dermatoscopes_rim_does_not_make_a_blurred_picture_look_sharp():

@@ -91,27 +91,33 @@ def test_a_truncated_image_is_rejected_by_the_worker_with_its_reason(app):
     assert db.session.get(Batch, batch.id).status == "done"
 
 
-def test_a_blurred_picture_is_classified_with_a_quality_warning_the_hospital_sees(app):
+def test_blurred_and_unevenly_lit_pictures_are_classified_with_quality_warnings_the_hospital_sees(app):
     from PIL import ImageFilter
 
     from web.api.routes import batch_results
+    from worker.classifier.evaluation import PERTURBATIONS
 
-    name, sharp = _real_images(1)[0]
-    blurred = io.BytesIO()
+    path = dataset_images("nevus", 2)[1]  # a lesion with skin around it: vignetting shows at the edge
+    name, sharp = path.name, path.read_bytes()
+    blurred, vignetted = io.BytesIO(), io.BytesIO()
     PILImage.open(io.BytesIO(sharp)).filter(ImageFilter.GaussianBlur(2)).save(blurred, format="PNG")
-    batch = _batch([(name, sharp), ("blurred.png", blurred.getvalue())])
+    PERTURBATIONS["vignetting"](PILImage.open(io.BytesIO(sharp))).save(vignetted, format="PNG")
+    batch = _batch([(name, sharp), ("blurred.png", blurred.getvalue()), ("vignetted.png", vignetted.getvalue())])
     result = _run_task(app, [image.id for image in batch.images])
-    assert result["predicted"] == 2
+    assert result["predicted"] == 3
     db.session.expire_all()
     by_name = {image.filename: image.predictions[0] for image in db.session.get(Batch, batch.id).images}
     assert by_name[name].quality_warning is None
     assert "blurred or low resolution" in by_name["blurred.png"].quality_warning
     assert by_name["blurred.png"].sharpness < by_name[name].sharpness
+    assert "unevenly lit" in by_name["vignetted.png"].quality_warning
+    assert "blurred" not in by_name["vignetted.png"].quality_warning
     batch = db.session.get(Batch, batch.id)
-    assert batch.counts()["quality_warnings"] == 1
+    assert batch.counts()["quality_warnings"] == 2
     rows = {row["filename"]: row for row in batch_results(batch)}
     assert rows[name]["quality_warning"] is None and rows[name]["status"] == "done"
     assert rows["blurred.png"]["quality_warning"] == by_name["blurred.png"].quality_warning
+    assert rows["vignetted.png"]["quality_warning"] == by_name["vignetted.png"].quality_warning
 
 
 def test_a_missing_stored_file_fails_the_image_with_a_reason(app, tmp_path):
