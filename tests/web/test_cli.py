@@ -138,3 +138,12 @@ def test_submit_without_a_key_or_server_says_what_to_do(tmp_path):
     no_server = subprocess.run([*MELANOMA_CLI, "submit", str(image), "--server", "http://127.0.0.1:9",
                                 "--api-key", "k"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert no_server.returncode != 0 and "cannot reach" in no_server.stderr
+
+
+def test_train_offers_every_augmentation_and_colour_the_pipeline_has():
+    from worker.classifier.data import AUGMENTATIONS
+    from worker.classifier.network import COLOUR_NORMALISATIONS
+
+    options = {param.name: param for param in cli.commands["train"].params}
+    assert set(options["augmentation"].type.choices) == set(AUGMENTATIONS)
+    assert set(options["colour"].type.choices) == set(COLOUR_NORMALISATIONS)

@@ -275,7 +275,7 @@ def test_occlusion_map_marks_the_region_that_carries_the_class():
     assert drops[2:4, 2:4].min() > 0 and drops[0].max() == 0 and drops[:, 0].max() == 0
 
 
-@pytest.mark.parametrize("name", ["basic", "rim", "acquisition"])
+@pytest.mark.parametrize("name", ["basic", "rim", "dermatoscope", "acquisition"])
 def test_augmentation_is_seeded_keeps_shape_and_range_and_changes_the_picture(name):
     import tensorflow as tf
 
