@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 from web.config import DEFAULT_MODEL_DIR
 
@@ -22,11 +24,13 @@ def test_model_quality_bench_trains_both_models_and_prints_the_table(tiny_datase
     assert results["project model"]["parameters"] < results["assignment CNN"]["parameters"]
 
 
-def test_inference_speed_bench_decodes_and_predicts_with_the_shipped_model(tiny_dataset):
+@pytest.mark.parametrize("photographs", [[], ["--photo-size", "640x480"]])
+def test_inference_speed_bench_decodes_and_predicts_with_the_shipped_model(tiny_dataset, photographs):
     result = subprocess.run([sys.executable, "bench/inference_speed.py", "--data", str(tiny_dataset), "--images",
-                             "16", "--batch", "8", "--repeats", "2"],
+                             "16", "--batch", "8", "--repeats", "2", *photographs],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert ("images of 640x480," in result.stdout) == bool(photographs)
     shipped = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())
     runs = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith(DEFAULT_MODEL_DIR.name)]
     assert len(runs) == 2

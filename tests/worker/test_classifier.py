@@ -65,6 +65,19 @@ def test_decode_image_gives_the_input_size_whatever_the_source_size():
         decode_image(b"plain text", 96)
 
 
+def test_a_camera_sized_jpeg_decodes_at_reduced_scale_to_nearly_the_full_decode():
+    lesion = PILImage.open(dataset_images("melanoma", 1)[0]).convert("RGB")
+    for size, mode in (((2400, 1800), "RGB"), ((1600, 1200), "L")):
+        photograph = io.BytesIO()
+        lesion.resize(size, PILImage.Resampling.BICUBIC).convert(mode).save(photograph, format="JPEG", quality=92)
+        full = PILImage.open(io.BytesIO(photograph.getvalue())).convert("RGB")
+        full = np.asarray(full.resize((192, 192), PILImage.Resampling.BILINEAR, reducing_gap=None)).astype(int)
+        fast = decode_image(photograph.getvalue(), 192)
+        assert fast.shape == (192, 192, 3)
+        assert np.abs(fast - full).mean() < 1.0 and np.abs(fast - full).max() <= 8, mode
+        assert not np.array_equal(fast, full)  # decoded at 1/8 scale, not in full and then shrunk
+
+
 def test_shipped_model_card_matches_its_artifact():
     card, artifact = read_card(DEFAULT_MODEL_DIR)
     assert card["class_names"][3] == "melanoma" and len(card["class_names"]) == 9
