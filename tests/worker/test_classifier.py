@@ -65,6 +65,17 @@ def test_decode_image_gives_the_input_size_whatever_the_source_size():
         decode_image(b"plain text", 96)
 
 
+def test_a_16_bit_grey_png_keeps_its_levels_instead_of_clipping_to_white():
+    levels = np.linspace(0, 65535, 48 * 48).reshape(48, 48).astype(np.uint16)
+    png = io.BytesIO()
+    PILImage.fromarray(levels).save(png, format="PNG")
+    assert PILImage.open(io.BytesIO(png.getvalue())).mode.startswith("I")
+    decoded = decode_image(png.getvalue(), 48)
+    expected = np.rint(levels / 257.0)
+    np.testing.assert_allclose(decoded[..., 0], expected, atol=1)
+    np.testing.assert_array_equal(decoded[..., 0], decoded[..., 2])
+
+
 def test_a_camera_sized_jpeg_decodes_at_reduced_scale_to_nearly_the_full_decode():
     lesion = PILImage.open(dataset_images("melanoma", 1)[0]).convert("RGB")
     for size, mode in (((2400, 1800), "RGB"), ((1600, 1200), "L")):

@@ -29,7 +29,7 @@ def decode_image(data: bytes, input_size: int) -> np.ndarray:
                 # 12-megapixel photograph then decodes about 9 times faster, to within a grey level or two.
                 image.draft("RGB", (input_size, input_size))
                 image.load()
-                rgb = image.convert("RGB")
+                rgb = _eight_bit_rgb(image)
     except UnreadableImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -38,6 +38,15 @@ def decode_image(data: bytes, input_size: int) -> np.ndarray:
         raise UnreadableImage(f"damaged image data: {error}") from error
     resized = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(resized, dtype=np.uint8)
+
+
+def _eight_bit_rgb(image: Image.Image) -> Image.Image:
+    """The picture as 8-bit RGB. 16-bit grey (PNG modes I;16 and I) is scaled down first: converted as it is,
+    every level above 255 would clip to white and the lesion would vanish."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        levels = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    return image.convert("RGB")
 
 
 # A dermatoscope's field of view: pixels darker than FIELD_DARKNESS (a share of full scale) in every channel
