@@ -290,10 +290,10 @@ def audit(data_dir, against, out):
               show_default=True,
               help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
 @click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 192 / 128).")
-@click.option("--augmentation", type=click.Choice(["basic", "rim", "dermatoscope", "acquisition"]), default=None,
+@click.option("--augmentation", type=click.Choice(["basic", "rim", "acquisition"]), default=None,
               help="basic: flips, rotations, photometric jitter, crops; rim (default for efficientnet_lite0) adds "
-                   "a dermatoscope's black round rim to a fifth of the images; dermatoscope also overexposes a "
-                   "fifth; acquisition adds framing, aspect, colour cast, vignetting, blur and JPEG changes.")
+                   "a dermatoscope's black round rim to a fifth of the images; acquisition adds framing, aspect, "
+                   "colour cast, vignetting, blur and JPEG changes.")
 @click.option("--style-mix/--no-style-mix", default=None,
               help="Give images the colour and lighting of others in their batch (Fourier amplitude mix); "
                    "on by default for efficientnet_lite0.")

@@ -184,28 +184,10 @@ def augment_rim(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return dermatoscope_rim(augment_basic(image, seeds[0]), seeds[1])
 
 
-def overexposure(image: tf.Tensor, seed: tf.Tensor, probability: float = 0.2) -> tf.Tensor:
-    """Sometimes too much light: brighter by 10-60 %, the brightest skin clipped to white. In the collection
-    only the older archive's pictures are overexposed (6-8 % of its melanomas and nevi have over 28 % of
-    their pixels clipped, no HAM10000 picture does), so clipping tells the source, and with it melanoma;
-    standardisation cannot undo a clip. Pixels in [0, 255]."""
-    seeds = tf.random.experimental.stateless_split(seed, num=2)
-    gain = tf.random.stateless_uniform([], seeds[0], 1.1, 1.6)
-    brighter = tf.minimum(image * gain, 255.0)
-    return tf.where(tf.random.stateless_uniform([], seeds[1], 0.0, 1.0) < probability, brighter, image)
-
-
-def augment_dermatoscope(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """augment_basic, then now and then overexposure and a dermatoscope's rim."""
-    seeds = tf.random.experimental.stateless_split(seed, num=3)
-    return dermatoscope_rim(overexposure(augment_basic(image, seeds[0]), seeds[1]), seeds[2])
-
-
 # basic: flips, rotations, photometric jitter, crops. rim: also a dermatoscope's round rim on a fifth of the
-# images. dermatoscope: rim, and overexposure on a fifth. acquisition: also framing, aspect, colour cast, hue,
-# vignetting, blur and JPEG quality. Any may be followed by fourier_style_mix across the batch.
-AUGMENTATIONS = {"basic": augment_basic, "rim": augment_rim, "dermatoscope": augment_dermatoscope,
-                 "acquisition": augment_acquisition}
+# images. acquisition: also framing, aspect, colour cast, hue, vignetting, blur and JPEG quality. Any may be
+# followed by fourier_style_mix across the batch.
+AUGMENTATIONS = {"basic": augment_basic, "rim": augment_rim, "acquisition": augment_acquisition}
 
 
 def load_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, num_classes: int,
