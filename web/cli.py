@@ -248,9 +248,9 @@ def evaluate(model_dir, data_dir, split, out, perturb):
                              (("balanced_accuracy", 9), ("melanoma_auc", 9), ("melanoma_sensitivity", 7),
                               ("melanoma_specificity", 7)))
                    + _cell(quality.get("flagged"), 9) + _cell(quality.get("melanomas_alerted_or_flagged"), 11))
-    if report.get("sharpness_floor") is not None or report.get("illumination_floor") is not None:
-        click.echo("flagged: share of images with a quality warning (blurred or low resolution, unevenly lit); "
-                   "sens+flag: share of melanomas alerted or flagged")
+    if any(report.get(key) is not None for key in ("sharpness_floor", "illumination_floor", "overexposure_ceiling")):
+        click.echo("flagged: share of images with a quality warning (blurred or low resolution, unevenly lit, "
+                   "overexposed); sens+flag: share of melanomas alerted or flagged")
     click.echo(f"written to {out or Path(model_dir) / 'evaluation'}")
 
 

@@ -82,7 +82,7 @@ def _classify(model, image_ids: list[int]) -> dict:
             probabilities={name: round(float(p), 6) for name, p in zip(model.class_names, row, strict=True)},
             predicted_class=model.class_names[int(row.argmax())],
             melanoma_probability=float(row[melanoma]),
-            sharpness=quality.sharpness, quality_warning=quality_warning(quality, model.quality_floors),
+            sharpness=quality.sharpness, quality_warning=quality_warning(quality, model.quality_limits),
         )
         db.session.add(prediction)
         if prediction.melanoma_probability >= model.alert_threshold:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from models import ModelVersion
-from worker.classifier.images import QualityFloors
+from worker.classifier.images import QualityLimits
 from worker.registry import ensure_champion, file_sha256, resolve_path
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ class ServingModel:
     input_size: int
     alert_threshold: float
     classifier: object  # worker.classifier.predictor.Classifier
-    quality_floors: QualityFloors = QualityFloors()  # from the card; older models have none or some
+    quality_limits: QualityLimits = QualityLimits()  # from the card; older models have none or some
 
 
 _lock = threading.Lock()
@@ -50,4 +50,4 @@ def _load(version: ModelVersion) -> ServingModel:
     log.info("loading model %s from %s", version.label, artifact)
     classifier = Classifier(str(artifact), version.class_names, version.input_size)
     return ServingModel(version.id, version.label, list(version.class_names), version.input_size,
-                        version.alert_threshold, classifier, QualityFloors.from_card(version.card or {}))
+                        version.alert_threshold, classifier, QualityLimits.from_card(version.card or {}))

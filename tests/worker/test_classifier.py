@@ -12,12 +12,13 @@ from tests.conftest import dataset_images, make_png
 from web.config import DEFAULT_MODEL_DIR
 from worker.classifier.images import (
     Quality,
-    QualityFloors,
+    QualityLimits,
     UnreadableImage,
     decode_image,
     illumination,
     measure_quality,
-    quality_floors,
+    overexposure,
+    quality_limits,
     quality_warning,
     sharpness,
 )
@@ -114,8 +115,8 @@ def test_sharpness_is_the_laplacian_variance_of_the_grey_levels():
     board = ((np.indices((16, 16)).sum(axis=0) % 2) * 255).astype(np.uint8)
     assert sharpness(np.repeat(board[..., None], 3, axis=2)) == pytest.approx((4 * 255) ** 2, rel=1e-4)
     images = np.stack([np.zeros((8, 8, 3), np.uint8)] * 2 + [np.repeat(board[:8, :8, None], 3, axis=2)])
-    assert quality_floors(images)["sharpness_floor"] == pytest.approx(0.0)
-    assert quality_warning(measure_quality(flat), QualityFloors()) is None
+    assert quality_limits(images)["sharpness_floor"] == pytest.approx(0.0)
+    assert quality_warning(measure_quality(flat), QualityLimits()) is None
 
 
 def _vignetted(image: np.ndarray) -> np.ndarray:
@@ -138,37 +139,54 @@ def test_illumination_sees_a_darkened_edge_and_not_a_dark_lesion_or_a_rim():
     assert illumination(np.where(rimmed > 0, _vignetted(skin), 0).astype(np.uint8)) < 0.8
 
 
-def test_quality_warning_names_every_reason_and_only_where_the_card_has_a_floor():
-    floors = QualityFloors(sharpness=10.0, illumination=0.8)
-    assert quality_warning(Quality(sharpness=12.0, illumination=0.9), floors) is None
-    blurred = quality_warning(Quality(sharpness=5.0, illumination=0.9), floors)
-    assert "blurred or low resolution" in blurred and "unevenly lit" not in blurred
-    both = quality_warning(Quality(sharpness=5.0, illumination=0.5), floors)
-    assert "blurred or low resolution" in both and "unevenly lit (the edge at 0.50" in both
-    assert quality_warning(Quality(sharpness=5.0, illumination=0.5), QualityFloors(sharpness=None,
-                                                                                  illumination=0.8)).startswith("unevenly")
-    assert QualityFloors.from_card({"sharpness_floor": 3.0}) == QualityFloors(3.0, None)
+def test_overexposure_is_the_clipped_share_of_the_field_of_view():
+    skin = np.full((64, 64, 3), (200, 150, 130), dtype=np.uint8)
+    assert overexposure(skin) == 0.0
+    glare = skin.copy()
+    glare[:16] = (255, 240, 230)  # a quarter of the picture with its red channel clipped
+    assert overexposure(glare) == pytest.approx(0.25)
+    y, x = np.mgrid[0:64, 0:64]
+    rimmed = np.where((np.hypot(y + 0.5 - 32, x + 0.5 - 32) <= 32)[..., None], glare, 0).astype(np.uint8)
+    inside = np.hypot(y + 0.5 - 32, x + 0.5 - 32) <= 32
+    assert overexposure(rimmed) == pytest.approx((inside & (y < 16)).sum() / inside.sum(), abs=0.02)
 
 
-def test_vignetted_real_pictures_fall_below_an_illumination_floor_measured_on_real_pictures():
+def test_quality_warning_names_every_reason_and_only_where_the_card_has_a_limit():
+    limits = QualityLimits(sharpness=10.0, illumination=0.8, overexposure=0.3)
+    assert quality_warning(Quality(sharpness=12.0, illumination=0.9, overexposure=0.1), limits) is None
+    blurred = quality_warning(Quality(sharpness=5.0, illumination=0.9, overexposure=0.1), limits)
+    assert "blurred or low resolution" in blurred and "unevenly lit" not in blurred and "overexposed" not in blurred
+    every = quality_warning(Quality(sharpness=5.0, illumination=0.5, overexposure=0.45), limits)
+    assert "blurred or low resolution" in every and "unevenly lit (the edge at 0.50" in every
+    assert "overexposed (45% of it clipped to white, above 30%)" in every
+    assert quality_warning(Quality(sharpness=5.0, illumination=0.5, overexposure=0.9),
+                           QualityLimits(illumination=0.8)).startswith("unevenly")
+    assert QualityLimits.from_card({"sharpness_floor": 3.0}) == QualityLimits(3.0, None, None)
+    assert QualityLimits.from_card({"overexposure_ceiling": 0.4}).overexposure == 0.4
+
+
+def test_vignetted_and_overexposed_real_pictures_pass_limits_measured_on_real_pictures():
     from worker.classifier.network import CLASS_NAMES
 
     def decoded(path) -> np.ndarray:
         return decode_image(path.read_bytes(), 192)
 
     reference = [decoded(path) for name in CLASS_NAMES for path in dataset_images(name, 6)]
-    floors = QualityFloors.from_card(quality_floors(np.stack(reference)))
+    floors = QualityLimits.from_card(quality_limits(np.stack(reference)))
     # Lesions that leave skin in the middle band; one that fills it hides the vignetting (see illumination).
     for path in dataset_images("nevus", 9)[6:] + dataset_images("basal cell carcinoma", 9)[6:]:
         picture = decoded(path)
         assert quality_warning(measure_quality(picture), floors) is None, path.name
         warning = quality_warning(measure_quality(_vignetted(picture)), floors)
         assert warning is not None and "unevenly lit" in warning, path.name
+        brighter = np.clip(picture.astype(np.float32) * 1.5, 0, 255).astype(np.uint8)
+        warning = quality_warning(measure_quality(brighter), floors)
+        assert warning is not None and "overexposed" in warning, path.name
 
 
 def test_blurred_and_low_resolution_pictures_fall_below_the_shipped_models_sharpness_floor():
     card, _ = read_card(DEFAULT_MODEL_DIR)
-    floors, size = QualityFloors.from_card(card), card["input_size"]
+    floors, size = QualityLimits.from_card(card), card["input_size"]
 
     def decoded(picture: PILImage.Image) -> np.ndarray:
         out = io.BytesIO()

@@ -91,7 +91,7 @@ def test_a_truncated_image_is_rejected_by_the_worker_with_its_reason(app):
     assert db.session.get(Batch, batch.id).status == "done"
 
 
-def test_blurred_and_unevenly_lit_pictures_are_classified_with_quality_warnings_the_hospital_sees(app):
+def test_blurred_unevenly_lit_and_overexposed_pictures_get_quality_warnings_the_hospital_sees(app):
     from PIL import ImageFilter
 
     from web.api.routes import batch_results
@@ -99,12 +99,14 @@ def test_blurred_and_unevenly_lit_pictures_are_classified_with_quality_warnings_
 
     path = dataset_images("nevus", 2)[1]  # a lesion with skin around it: vignetting shows at the edge
     name, sharp = path.name, path.read_bytes()
-    blurred, vignetted = io.BytesIO(), io.BytesIO()
+    blurred, vignetted, overexposed = io.BytesIO(), io.BytesIO(), io.BytesIO()
     PILImage.open(io.BytesIO(sharp)).filter(ImageFilter.GaussianBlur(2)).save(blurred, format="PNG")
     PERTURBATIONS["vignetting"](PILImage.open(io.BytesIO(sharp))).save(vignetted, format="PNG")
-    batch = _batch([(name, sharp), ("blurred.png", blurred.getvalue()), ("vignetted.png", vignetted.getvalue())])
+    PILImage.open(io.BytesIO(sharp)).point(lambda level: min(255, int(level * 1.5))).save(overexposed, format="PNG")
+    batch = _batch([(name, sharp), ("blurred.png", blurred.getvalue()), ("vignetted.png", vignetted.getvalue()),
+                    ("overexposed.png", overexposed.getvalue())])
     result = _run_task(app, [image.id for image in batch.images])
-    assert result["predicted"] == 3
+    assert result["predicted"] == 4
     db.session.expire_all()
     by_name = {image.filename: image.predictions[0] for image in db.session.get(Batch, batch.id).images}
     assert by_name[name].quality_warning is None
@@ -112,8 +114,9 @@ def test_blurred_and_unevenly_lit_pictures_are_classified_with_quality_warnings_
     assert by_name["blurred.png"].sharpness < by_name[name].sharpness
     assert "unevenly lit" in by_name["vignetted.png"].quality_warning
     assert "blurred" not in by_name["vignetted.png"].quality_warning
+    assert by_name["overexposed.png"].quality_warning.startswith("overexposed")
     batch = db.session.get(Batch, batch.id)
-    assert batch.counts()["quality_warnings"] == 2
+    assert batch.counts()["quality_warnings"] == 3
     rows = {row["filename"]: row for row in batch_results(batch)}
     assert rows[name]["quality_warning"] is None and rows[name]["status"] == "done"
     assert rows["blurred.png"]["quality_warning"] == by_name["blurred.png"].quality_warning

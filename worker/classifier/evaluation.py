@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from worker.classifier import data
-from worker.classifier.images import QualityFloors, decode_image, measure_quality, quality_warning
+from worker.classifier.images import QualityLimits, decode_image, measure_quality, quality_warning
 from worker.classifier.metrics import (
     balanced_accuracy,
     expected_calibration_error,
@@ -132,11 +132,11 @@ def figures(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str
 
 
 def quality_figures(arrays: list[np.ndarray], probabilities: np.ndarray, labels: np.ndarray,
-                    class_names: list[str], threshold: float, floors: QualityFloors) -> dict:
+                    class_names: list[str], threshold: float, limits: QualityLimits) -> dict:
     """How the quality checks serve these images: the share they flag, and the share of melanomas that
     reach the dermatologist one way or the other, alerted or flagged for a retake."""
     melanoma = class_names.index(MELANOMA)
-    flagged = np.array([quality_warning(measure_quality(array), floors) is not None for array in arrays], dtype=bool)
+    flagged = np.array([quality_warning(measure_quality(array), limits) is not None for array in arrays], dtype=bool)
     is_melanoma = labels == melanoma
     seen = (probabilities[:, melanoma] >= threshold) | flagged
     return {
@@ -169,7 +169,7 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
     sources = np.array([example.source for example in examples])
 
     threshold = card["alert_threshold"]
-    floors = QualityFloors.from_card(card)
+    limits = QualityLimits.from_card(card)
     headline = ("balanced_accuracy", "melanoma_auc", "melanoma_sensitivity", "melanoma_specificity")
 
     def judge(images: list[Image.Image], keys: tuple[str, ...] | None = headline) -> tuple[np.ndarray, dict]:
@@ -177,8 +177,8 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
         probabilities = classifier.predict(arrays)
         result = figures(probabilities, labels, class_names, threshold)
         result = {key: result[key] for key in keys} if keys else result
-        if floors != QualityFloors():
-            result["quality"] = quality_figures(arrays, probabilities, labels, class_names, threshold, floors)
+        if limits != QualityLimits():
+            result["quality"] = quality_figures(arrays, probabilities, labels, class_names, threshold, limits)
         return probabilities, result
 
     probabilities, overall = judge(pictures, keys=None)
@@ -187,8 +187,9 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
         "data_dir": str(data_dir),
         "split": split,
         "alert_threshold": threshold,
-        "sharpness_floor": floors.sharpness,
-        "illumination_floor": floors.illumination,
+        "sharpness_floor": limits.sharpness,
+        "illumination_floor": limits.illumination,
+        "overexposure_ceiling": limits.overexposure,
         "overall": overall,
         "per_source": {source: figures(probabilities[sources == source], labels[sources == source], class_names,
                                        threshold) for source in sorted(set(sources))},

@@ -57,12 +57,15 @@ FIELD_CENTRE = 0.75
 # Pixels of the field this close to the rim are left out of the sharpness: the rim's edge is not detail.
 RIM_MARGIN = 3
 
-# An image counts as blurred when it is less sharp than all but this percentage of the training images, and
-# as unevenly lit when its edge is darker, against its middle, than in all but this percentage of them.
+# An image counts as blurred when it is less sharp than all but this percentage of the training images, as
+# unevenly lit when its edge is darker, against its middle, than in all but this percentage of them, and as
+# overexposed when more of it is clipped to white than in all but this percentage of them.
 QUALITY_PERCENTILE = 1.0
 # The bands illumination() compares, as radii in shares of the half width: the field's edge and its middle.
 EDGE_BAND = 0.9
 MIDDLE_BAND = (0.4, 0.65)
+# A pixel this bright (of 255) in any channel is clipped: what the skin looked like there is lost.
+CLIPPED = 250
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -114,47 +117,66 @@ def illumination(image: np.ndarray, inside: np.ndarray | None = None) -> float:
     return float(np.percentile(grey[edge], 90) / max(np.percentile(grey[middle], 90), 1.0))
 
 
+def overexposure(image: np.ndarray, inside: np.ndarray | None = None) -> float:
+    """The share of the field of view clipped to white in some channel. Only the older archive's pictures
+    are overexposed in the collection, so the model reads clipping as that source's look (where every
+    melanoma comes from): benign lesions in overexposed pictures alert far more often."""
+    inside = field_of_view(image) if inside is None else inside
+    return float((image.max(axis=-1) >= CLIPPED)[inside].mean()) if inside.any() else 0.0
+
+
 @dataclass(frozen=True)
 class Quality:
     """What limits how far an image's score can be trusted, measured as the network gets the image."""
 
     sharpness: float
     illumination: float
+    overexposure: float
 
 
 def measure_quality(image: np.ndarray) -> Quality:
     inside = field_of_view(image)
-    return Quality(sharpness(image, inside), illumination(image, inside))
+    return Quality(sharpness(image, inside), illumination(image, inside), overexposure(image, inside))
 
 
 @dataclass(frozen=True)
-class QualityFloors:
-    """Below these an image gets a quality warning; from the model's card (None where a model has none)."""
+class QualityLimits:
+    """Where an image starts to get a quality warning; from the model's card (None where a model has none)."""
 
     sharpness: float | None = None
     illumination: float | None = None
+    overexposure: float | None = None
 
     @classmethod
-    def from_card(cls, card: dict) -> "QualityFloors":
-        return cls(card.get("sharpness_floor"), card.get("illumination_floor"))
+    def from_card(cls, card: dict) -> "QualityLimits":
+        return cls(card.get("sharpness_floor"), card.get("illumination_floor"), card.get("overexposure_ceiling"))
 
 
-def quality_floors(images: np.ndarray) -> dict[str, float]:
-    """The card's floors: the sharpness and illumination below which QUALITY_PERCENTILE percent of these
-    (training) images fall."""
+def quality_limits(images: np.ndarray) -> dict[str, float]:
+    """The card's limits, from these (training) images: the sharpness and illumination below which, and the
+    overexposure above which, QUALITY_PERCENTILE percent of them fall."""
     measured = [measure_quality(image) for image in images]
-    return {"sharpness_floor": float(np.percentile([m.sharpness for m in measured], QUALITY_PERCENTILE)),
-            "illumination_floor": float(np.percentile([m.illumination for m in measured], QUALITY_PERCENTILE))}
+
+    def percentile(name: str, share: float) -> float:
+        return float(np.percentile([getattr(m, name) for m in measured], share))
+
+    return {"sharpness_floor": percentile("sharpness", QUALITY_PERCENTILE),
+            "illumination_floor": percentile("illumination", QUALITY_PERCENTILE),
+            "overexposure_ceiling": percentile("overexposure", 100.0 - QUALITY_PERCENTILE)}
 
 
-def quality_warning(quality: Quality, floors: QualityFloors) -> str | None:
-    """Why this image's score is less trustworthy than usual, or None (always None for a model with no floors)."""
+def quality_warning(quality: Quality, limits: QualityLimits) -> str | None:
+    """Why this image's score is less trustworthy than usual, or None (always None for a model with no limits)."""
     reasons = []
-    if floors.sharpness is not None and quality.sharpness < floors.sharpness:
-        reasons.append(f"blurred or low resolution (sharpness {quality.sharpness:.1f}, below {floors.sharpness:.1f}):"
+    if limits.sharpness is not None and quality.sharpness < limits.sharpness:
+        reasons.append(f"blurred or low resolution (sharpness {quality.sharpness:.1f}, below {limits.sharpness:.1f}):"
                        " melanoma scores run low on such images, so no alert does not mean no melanoma")
-    if floors.illumination is not None and quality.illumination < floors.illumination:
+    if limits.illumination is not None and quality.illumination < limits.illumination:
         reasons.append(f"unevenly lit (the edge at {quality.illumination:.2f} of the middle's brightness, below "
-                       f"{floors.illumination:.2f}): melanoma scores run high on such images, so an alert is less "
+                       f"{limits.illumination:.2f}): melanoma scores run high on such images, so an alert is less "
+                       "certain")
+    if limits.overexposure is not None and quality.overexposure > limits.overexposure:
+        reasons.append(f"overexposed ({quality.overexposure:.0%} of it clipped to white, above "
+                       f"{limits.overexposure:.0%}): melanoma scores run high on such images, so an alert is less "
                        "certain")
     return "; ".join(reasons) + "; retake the image or have it reviewed" if reasons else None

@@ -4,7 +4,7 @@ import hashlib
 from pathlib import Path
 
 from web.results import result_row
-from worker.classifier.images import QualityFloors, UnreadableImage, decode_image, measure_quality, quality_warning
+from worker.classifier.images import QualityLimits, UnreadableImage, decode_image, measure_quality, quality_warning
 from worker.classifier.network import MELANOMA
 from worker.classifier.predictor import Classifier
 from worker.registry import read_card
@@ -16,7 +16,7 @@ def predict_files(files: list[Path], model_dir: str | Path) -> list[dict]:
     """One result row per file, in order; unreadable files are rejected rows with the reason."""
     card, artifact = read_card(model_dir)
     classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
-    threshold, floors = card["alert_threshold"], QualityFloors.from_card(card)
+    threshold, limits = card["alert_threshold"], QualityLimits.from_card(card)
     melanoma = classifier.class_names.index(MELANOMA)
     label = f"{card['name']}:{card['version']}"
     rows: list[dict | None] = [None] * len(files)
@@ -37,6 +37,6 @@ def predict_files(files: list[Path], model_dir: str | Path) -> list[dict]:
                 str(files[position]), "done", sha256,
                 predicted_class=classifier.class_names[int(probabilities.argmax())],
                 melanoma_probability=melanoma_probability, alert=melanoma_probability >= threshold,
-                quality_warning=quality_warning(measure_quality(array), floors), model_version=label,
+                quality_warning=quality_warning(measure_quality(array), limits), model_version=label,
             )
     return rows

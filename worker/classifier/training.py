@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from worker.classifier import data
 from worker.classifier.backbones import imagenet_weights_file, load_imagenet_weights
-from worker.classifier.images import quality_floors
+from worker.classifier.images import quality_limits
 from worker.classifier.metrics import (
     apply_temperature,
     balanced_accuracy,
@@ -174,9 +174,9 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
         "input_size": input_size,
         "alert_threshold": threshold,
         "target_sensitivity": target_sensitivity,
-        # Images less sharp (scores run low) or more unevenly lit (scores run high) than these carry a quality
-        # warning: sharpness_floor and illumination_floor.
-        **quality_floors(images["train"]),
+        # Images less sharp (scores run low), more unevenly lit or more overexposed (scores run high) than
+        # these carry a quality warning: sharpness_floor, illumination_floor, overexposure_ceiling.
+        **quality_limits(images["train"]),
         "temperature": temperature,
         "metrics": {
             "validation": {**_evaluate(validation_probabilities, labels["validation"], threshold),
