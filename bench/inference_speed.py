@@ -1,5 +1,5 @@
 """How many images a second an inference worker classifies: decoding stored JPEG/PNG bytes at the model's
-input size, then predicting them in batches, as `worker.tasks` does.
+input size (on every core), then predicting them in batches, as `worker.tasks` does.
 
     .venv/bin/python bench/inference_speed.py [MODEL_DIR ...] [--data DIR] [--images 256] [--batch 64]
         [--photo-size 4000x3000]
@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from web.config import DEFAULT_MODEL_DIR
-from worker.classifier.images import decode_image
+from worker.classifier.images import decode_image, decode_images
 from worker.classifier.predictor import Classifier
 from worker.registry import read_card
 
@@ -57,7 +57,7 @@ def measure(model_dir: Path, files: list[bytes], batch: int, repeats: int) -> li
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
-        arrays = [decode_image(blob, classifier.input_size) for blob in files]
+        arrays = decode_images(lambda blob: blob, files, classifier.input_size)
         decoded = time.perf_counter()
         classifier.predict(arrays, batch_size=batch)
         done = time.perf_counter()

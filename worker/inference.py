@@ -9,7 +9,7 @@ from models import Alert, Batch, Image, Prediction, db
 from models.batch import ImageStatus
 from web.queue import EXPLAIN_ALERT, EXPLAIN_QUEUE
 from web.storage import ImageStore
-from worker.classifier.images import UnreadableImage, decode_image, measure_quality, quality_warning
+from worker.classifier.images import UnreadableImage, decode_images, measure_quality, quality_warning
 from worker.serving import serving_model
 
 log = logging.getLogger(__name__)
@@ -57,20 +57,26 @@ def _classify(model, image_ids: list[int]) -> dict:
         db.select(Prediction.image_id).where(Prediction.image_id.in_(image_ids),
                                              Prediction.model_version_id == model.version_id)
     ))
-    arrays, to_predict, rejected = [], [], 0
+    pending = []
     for image in images:
         if image.id in already:
             image.status = ImageStatus.DONE
-            continue
-        try:
-            arrays.append(decode_image(store.read(image.storage_path), model.input_size))
-            to_predict.append(image)
-        except UnreadableImage as error:
-            image.status, image.rejection_reason = ImageStatus.REJECTED, str(error)
+        else:
+            pending.append(image)
+    arrays, to_predict, rejected = [], [], 0
+    decoded = decode_images(store.read, [image.storage_path for image in pending], model.input_size)
+    for image, array in zip(pending, decoded, strict=True):
+        if isinstance(array, UnreadableImage):
+            image.status, image.rejection_reason = ImageStatus.REJECTED, str(array)
             rejected += 1
-        except FileNotFoundError:
+        elif isinstance(array, FileNotFoundError):
             image.status = ImageStatus.FAILED
             image.rejection_reason = "the stored file is missing from image storage; please resend this image"
+        elif isinstance(array, Exception):
+            raise array
+        else:
+            arrays.append(array)
+            to_predict.append(image)
     # The whole chunk as one array: INFERENCE_CHUNK_SIZE is the batch the model sees.
     probabilities = model.classifier.predict(arrays, batch_size=max(1, len(arrays)))
     melanoma = model.class_names.index(MELANOMA)

@@ -66,6 +66,22 @@ def test_decode_image_gives_the_input_size_whatever_the_source_size():
         decode_image(b"plain text", 96)
 
 
+def test_decode_images_keeps_the_order_and_says_why_each_failure_failed(tmp_path):
+    from worker.classifier.images import decode_images
+
+    names = [f"{index}.png" for index in range(12)]
+    for index, name in enumerate(names):
+        (tmp_path / name).write_bytes(make_png(40 + index, 30, (10 * index, 100, 200)))
+    (tmp_path / "5.png").write_bytes(b"not a picture")
+    names.insert(7, "missing.png")
+    decoded = decode_images(lambda name: (tmp_path / name).read_bytes(), names, 16)
+    assert len(decoded) == 13
+    assert isinstance(decoded[5], UnreadableImage) and isinstance(decoded[7], FileNotFoundError)
+    for position, name in enumerate(names):
+        if position not in (5, 7):
+            assert decoded[position][0, 0, 0] == 10 * int(name.split(".")[0]), name
+
+
 def test_a_16_bit_grey_png_keeps_its_levels_instead_of_clipping_to_white():
     levels = np.linspace(0, 65535, 48 * 48).reshape(48, 48).astype(np.uint16)
     png = io.BytesIO()

@@ -1,14 +1,19 @@
 """Decoding stored image bytes into the fixed-size arrays the CNN is fed, in training and in serving alike."""
 
 import io
+import os
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # Dermoscopic photographs are at most a few tens of megapixels; larger claims are decompression bombs.
 MAX_PIXELS = 80_000_000
+T = TypeVar("T")
 
 
 class UnreadableImage(ValueError):
@@ -38,6 +43,21 @@ def decode_image(data: bytes, input_size: int) -> np.ndarray:
         raise UnreadableImage(f"damaged image data: {error}") from error
     resized = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(resized, dtype=np.uint8)
+
+
+def decode_images(read: Callable[[T], bytes], keys: list[T], input_size: int) -> list[np.ndarray | Exception]:
+    """decode_image(read(key)) for every key, on every core: PIL decodes and resizes outside the GIL, so
+    two threads decode a camera's photographs about twice as fast as one. Each entry is the array, or the
+    UnreadableImage or OSError (a missing file, say) that tells why there is none."""
+
+    def one(key: T) -> np.ndarray | Exception:
+        try:
+            return decode_image(read(key), input_size)
+        except (UnreadableImage, OSError) as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(one, keys))
 
 
 def _eight_bit_rgb(image: Image.Image) -> Image.Image:
