@@ -54,7 +54,8 @@ def resolve_path(stored: str) -> Path:
 
 
 def register_model(model_dir: str | Path, promote: bool = False, actor: str = "system") -> ModelVersion:
-    """Register the model directory (once: its artifact hash is unique); optionally make it champion."""
+    """Register the model directory (once: its artifact hash is unique; registering it again adds any card
+    keys the stored card lacks); optionally make it champion."""
     card, artifact = read_card(model_dir)
     version = db.session.scalar(
         db.select(ModelVersion).where(ModelVersion.artifact_sha256 == card["artifact_sha256"])
@@ -74,6 +75,14 @@ def register_model(model_dir: str | Path, promote: bool = False, actor: str = "s
             db.session.rollback()
             return register_model(model_dir, promote=promote, actor=actor)
         AuditEvent.record(actor, "model.registered", f"model:{version.id}", label=version.label)
+    else:
+        # The card on disk may hold what was measured after registration (a quality limit, say): those keys
+        # are added, while every key already stored stays as it is.
+        added = {key: value for key, value in card.items() if key not in (version.card or {})}
+        if added:
+            version.card = {**(version.card or {}), **added}
+            AuditEvent.record(actor, "model.card_extended", f"model:{version.id}", label=version.label,
+                              keys=sorted(added))
     if promote and not version.is_champion:
         version.promote()
         AuditEvent.record(actor, "model.promoted", f"model:{version.id}", label=version.label)

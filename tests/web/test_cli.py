@@ -56,6 +56,30 @@ def test_models_register_promote_and_roll_back_switch_the_champion(runner, tmp_p
     assert runner.invoke(cli, args=["models", "promote", "999"]).exit_code != 0
 
 
+def test_registering_a_model_again_adds_the_card_keys_measured_since_and_changes_nothing_else(runner):
+    from models import AuditEvent
+    from web.config import DEFAULT_MODEL_DIR
+
+    assert runner.invoke(cli, args=["models", "register", str(DEFAULT_MODEL_DIR)]).exit_code == 0
+    version = db.session.scalar(db.select(ModelVersion))
+    # As a database that registered the model before its card had the illumination and overexposure limits.
+    older = {key: value for key, value in version.card.items()
+             if key not in ("illumination_floor", "overexposure_ceiling")}
+    version.card, version.alert_threshold = {**older, "alert_threshold": 0.3}, 0.3
+    db.session.commit()
+    result = runner.invoke(cli, args=["models", "register", str(DEFAULT_MODEL_DIR)])
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    version = db.session.get(ModelVersion, version.id)
+    card = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())
+    assert version.card["illumination_floor"] == card["illumination_floor"]
+    assert version.card["overexposure_ceiling"] == card["overexposure_ceiling"]
+    assert version.card["alert_threshold"] == 0.3 and version.alert_threshold == 0.3  # the operator's stays
+    event = db.session.scalar(db.select(AuditEvent).where(AuditEvent.action == "model.card_extended"))
+    assert event.details["keys"] == ["illumination_floor", "overexposure_ceiling"]
+    assert db.session.scalar(db.select(db.func.count(ModelVersion.id))) == 1
+
+
 def test_predict_writes_the_results_csv_without_a_server(tmp_path):
     images = dataset_images("melanoma", 2) + dataset_images("dermatofibroma", 2)
     folder = tmp_path / "in" / "nested"
