@@ -138,9 +138,10 @@ def illumination(image: np.ndarray, inside: np.ndarray | None = None) -> float:
 
 
 def overexposure(image: np.ndarray, inside: np.ndarray | None = None) -> float:
-    """The share of the field of view clipped to white in some channel. Only the older archive's pictures
-    are overexposed in the collection, so the model reads clipping as that source's look (where every
-    melanoma comes from): benign lesions in overexposed pictures alert far more often."""
+    """The share of the field of view clipped to white in some channel. In the collection, overexposed
+    pictures come almost only from the older archive (over 28 % clipped: 6-8 % of its melanomas and nevi, 1
+    of 596 HAM10000 pictures sampled), so the model reads clipping as that source's look, where every
+    melanoma comes from: benign lesions in overexposed pictures alert far more often."""
     inside = field_of_view(image) if inside is None else inside
     return float((image.max(axis=-1) >= CLIPPED)[inside].mean()) if inside.any() else 0.0
 
