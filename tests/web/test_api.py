@@ -152,7 +152,7 @@ def test_results_csv_keeps_spreadsheets_from_running_a_filename_as_a_formula(cli
 def test_dashboard_lists_open_alerts_and_recent_batches_behind_a_login(app, client, hospital):
     _, key = hospital
     batch_id = upload(client, key, [("lesion-17.png", make_png())]).get_json()["id"]
-    _predict_with_alert(batch_id)
+    _predict_with_alert(batch_id, quality_warning="overexposed (52% of it clipped to white, above 41%): ...")
     app.config["DASHBOARD_PASSWORD"] = ""
     assert client.get("/").status_code == 503
     app.config["DASHBOARD_PASSWORD"] = "s3cret"
@@ -160,6 +160,9 @@ def test_dashboard_lists_open_alerts_and_recent_batches_behind_a_login(app, clie
     assert client.get("/", auth=("dermatologist", "wrong")).status_code == 401
     page = client.get("/", auth=("dermatologist", "s3cret")).text
     assert "lesion-17.png" in page and "0.970" in page and "St Example" in page
+    assert "overexposed (52% of it clipped to white" in page  # why this alert deserves less trust
+    alerts = client.get("/api/v1/alerts", headers={"X-API-Key": key}).get_json()["alerts"]
+    assert alerts[0]["quality_warning"].startswith("overexposed (52%")
 
 
 def test_web_process_never_imports_tensorflow_even_while_taking_a_batch(tmp_path):
@@ -190,14 +193,14 @@ sys.exit(1 if heavy else 0)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _predict_with_alert(batch_id: int) -> None:
+def _predict_with_alert(batch_id: int, quality_warning: str | None = None) -> None:
     """Write a prediction and alert as the worker would, for API behaviour that needs one."""
     version = ModelVersion(name="test", version="1", artifact_path="x", artifact_sha256="0" * 64,
                            class_names=["melanoma"], input_size=32, alert_threshold=0.5)
     db.session.add(version)
     image = db.session.scalars(db.select(Image).where(Image.batch_id == batch_id, Image.status == "queued")).first()
     prediction = Prediction(image_id=image.id, model_version=version, probabilities={"melanoma": 0.97},
-                            predicted_class="melanoma", melanoma_probability=0.97)
+                            predicted_class="melanoma", melanoma_probability=0.97, quality_warning=quality_warning)
     db.session.add(Alert(prediction=prediction, hospital_id=image.hospital_id, melanoma_probability=0.97,
                          threshold=0.5))
     image.status = "done"

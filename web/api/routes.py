@@ -155,6 +155,7 @@ def alert_json(alert: Alert) -> dict:
         "status": alert.status,
         "melanoma_probability": alert.melanoma_probability,
         "threshold": alert.threshold,
+        "quality_warning": alert.prediction.quality_warning,
         "batch_id": image.batch_id,
         "filename": image.filename,
         "sha256": image.sha256,
