@@ -4,7 +4,7 @@ import hashlib
 from pathlib import Path
 
 from web.results import result_row
-from worker.classifier.images import QualityLimits, UnreadableImage, decode_image, measure_quality, quality_warning
+from worker.classifier.images import QualityLimits, decode_images, measure_quality, quality_warning
 from worker.classifier.network import MELANOMA
 from worker.classifier.predictor import Classifier
 from worker.registry import read_card
@@ -21,15 +21,17 @@ def predict_files(files: list[Path], model_dir: str | Path) -> list[dict]:
     label = f"{card['name']}:{card['version']}"
     rows: list[dict | None] = [None] * len(files)
     for start in range(0, len(files), CHUNK):
+        chunk = [files[position].read_bytes() for position in range(start, min(start + CHUNK, len(files)))]
         arrays, positions = [], []
-        for position in range(start, min(start + CHUNK, len(files))):
-            data = files[position].read_bytes()
+        for position, data, decoded in zip(range(start, start + len(chunk)), chunk,
+                                           decode_images(lambda data: data, chunk, classifier.input_size),
+                                           strict=True):
             sha256 = hashlib.sha256(data).hexdigest()
-            try:
-                arrays.append(decode_image(data, classifier.input_size))
+            if isinstance(decoded, Exception):
+                rows[position] = result_row(str(files[position]), "rejected", sha256, rejection_reason=str(decoded))
+            else:
+                arrays.append(decoded)
                 positions.append((position, sha256))
-            except UnreadableImage as error:
-                rows[position] = result_row(str(files[position]), "rejected", sha256, rejection_reason=str(error))
         for (position, sha256), array, probabilities in zip(positions, arrays, classifier.predict(arrays),
                                                             strict=True):
             melanoma_probability = float(probabilities[melanoma])
