@@ -21,7 +21,7 @@ class ServingModel:
     input_size: int
     alert_threshold: float
     classifier: object  # worker.classifier.predictor.Classifier
-    quality_limits: QualityLimits = QualityLimits()  # from the card; older models have none or some
+    quality_limits: QualityLimits = QualityLimits()  # from the card, read on every call; older cards lack some
 
 
 _lock = threading.Lock()
@@ -35,8 +35,9 @@ def serving_model() -> ServingModel:
     with _lock:
         if _current is None or _current.version_id != champion.id:
             _current = _load(champion)
-        # The threshold may be recalibrated without a new artifact.
+        # The threshold may be recalibrated, and the card gain quality limits, without a new artifact.
         _current.alert_threshold = champion.alert_threshold
+        _current.quality_limits = QualityLimits.from_card(champion.card or {})
         return _current
 
 
@@ -50,4 +51,4 @@ def _load(version: ModelVersion) -> ServingModel:
     log.info("loading model %s from %s", version.label, artifact)
     classifier = Classifier(str(artifact), version.class_names, version.input_size)
     return ServingModel(version.id, version.label, list(version.class_names), version.input_size,
-                        version.alert_threshold, classifier, QualityLimits.from_card(version.card or {}))
+                        version.alert_threshold, classifier)

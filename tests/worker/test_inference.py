@@ -123,6 +123,34 @@ def test_blurred_unevenly_lit_and_overexposed_pictures_get_quality_warnings_the_
     assert rows["vignetted.png"]["quality_warning"] == by_name["vignetted.png"].quality_warning
 
 
+def test_workers_use_the_quality_limits_the_champions_card_has_now(app):
+    from models import ModelVersion
+    from worker.classifier.evaluation import PERTURBATIONS
+
+    path = dataset_images("nevus", 2)[1]
+    vignetted = io.BytesIO()
+    PERTURBATIONS["vignetting"](PILImage.open(path)).save(vignetted, format="PNG")
+    first = _batch([("first.png", vignetted.getvalue())])
+    _run_task(app, [image.id for image in first.images])  # the worker has loaded the champion
+    champion = ModelVersion.champion()
+    limit = champion.card["illumination_floor"]
+    # As a database that registered the model before its card had the limit.
+    champion.card = {key: value for key, value in champion.card.items() if key != "illumination_floor"}
+    db.session.commit()
+    second = _batch([("second.png", vignetted.getvalue())])
+    _run_task(app, [image.id for image in second.images])
+    db.session.expire_all()
+    assert "unevenly lit" in db.session.get(Batch, first.id).images[0].predictions[0].quality_warning
+    assert db.session.get(Batch, second.id).images[0].predictions[0].quality_warning is None
+    champion = ModelVersion.champion()
+    champion.card = {**champion.card, "illumination_floor": limit}  # registered again: the limit is back
+    db.session.commit()
+    third = _batch([("third.png", vignetted.getvalue())])
+    _run_task(app, [image.id for image in third.images])
+    db.session.expire_all()
+    assert "unevenly lit" in db.session.get(Batch, third.id).images[0].predictions[0].quality_warning
+
+
 def test_a_missing_stored_file_fails_the_image_with_a_reason(app, tmp_path):
     batch = _batch(_real_images(2))
     lost = batch.images[0]
