@@ -76,9 +76,9 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # 0.839).
 RECIPES = {
     "efficientnet_lite0": {"epochs": 14, "input_size": 192, "augmentation": "rim", "style_mix": True,
-                           "colour": "field-standardise"},
+                           "colour": "field-standardise", "mix_style": False},
     "small": {"epochs": 30, "input_size": 128, "augmentation": "basic", "style_mix": False,
-              "colour": "shades-of-grey"},
+              "colour": "shades-of-grey", "mix_style": False},
 }
 
 
@@ -113,7 +113,8 @@ def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epo
 def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int = 0,
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
-          style_mix: bool = False, colour: str = "shades-of-grey", verbose: int = 2) -> dict:
+          style_mix: bool = False, colour: str = "shades-of-grey", mix_style: bool = False,
+          verbose: int = 2) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,8 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
     validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
                                       len(CLASS_NAMES))
     class_weight = _class_weights(labels["train"], len(CLASS_NAMES))
-    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone, colour=colour)
+    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone, colour=colour,
+                       mix_style=mix_style)
     history: dict[str, list[float]] = {}
     if backbone == "small":
         phases = [(epochs, learning_rate)]
@@ -198,6 +200,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
             "augmentation": augmentation,
             "style_mix": style_mix,
             "colour": colour,
+            "mix_style": mix_style,
             "seed": seed,
             "parameters": int(model.count_params()),
         },
