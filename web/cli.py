@@ -301,11 +301,8 @@ def audit(data_dir, against, out):
               help="standardise also evens out each image's exposure and contrast; field-standardise (default "
                    "for efficientnet_lite0) does it inside the dermatoscope's field of view, a black rim left out; "
                    "shades-of-grey (default for small) only evens out the colour cast.")
-@click.option("--mix-style/--no-mix-style", default=None,
-              help="efficientnet_lite0 only: trade early feature statistics between the images of a batch "
-                   "(MixStyle).")
 def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
-          colour, mix_style):
+          colour):
     """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
     from worker.classifier.training import recipe_defaults
     from worker.classifier.training import train as run_training
@@ -314,8 +311,7 @@ def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size,
         card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
                             **recipe_defaults(backbone, epochs=epochs, input_size=input_size,
-                                              augmentation=augmentation, style_mix=style_mix, colour=colour,
-                                              mix_style=mix_style))
+                                              augmentation=augmentation, style_mix=style_mix, colour=colour))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]

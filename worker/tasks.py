@@ -128,8 +128,7 @@ def retrain() -> int:
         train(data_dir, out_dir, backbone=backbone, seed=training.get("seed", 0), verbose=0,
               **recipe_defaults(backbone, epochs=training.get("epochs"),
                                 input_size=champion.input_size if champion else None,
-                                **{key: training.get(key)
-                                   for key in ("augmentation", "style_mix", "colour", "mix_style")}))
+                                **{key: training.get(key) for key in ("augmentation", "style_mix", "colour")}))
         return register_model(out_dir, promote=False, actor="schedule:retrain").id
     finally:
         db.session.remove()

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from worker.classifier.backbones import (
-    MixStyle,
     efficientnet_lite0,
     fold_batch_norm,
     imagenet_weights_file,
@@ -99,23 +98,19 @@ def test_folding_batch_norm_keeps_the_outputs_and_drops_the_normalisation_layers
     np.testing.assert_allclose(np.asarray(folded(pixels, training=False)), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("mix_style", [False, True])
-def test_a_saved_lite0_classifier_is_served_folded_with_the_same_probabilities(state, tmp_path, mix_style):
+def test_a_saved_lite0_classifier_is_served_folded_with_the_same_probabilities(state, tmp_path):
     import keras
 
     from worker.classifier.network import calibrated, make_model
     from worker.classifier.predictor import Classifier
 
-    model = make_model(input_size=64, backbone="efficientnet_lite0", colour="field-standardise",
-                       mix_style=mix_style)
-    trained = model.get_layer("efficientnet_lite0")
-    assert len([layer for layer in trained.layers if isinstance(layer, MixStyle)]) == (3 if mix_style else 0)
+    model = make_model(input_size=64, backbone="efficientnet_lite0", colour="field-standardise")
     load_imagenet_weights(model.get_layer("efficientnet_lite0"), state)
     calibrated(model, temperature=1.7).save(tmp_path / "model.keras")
     saved = keras.models.load_model(tmp_path / "model.keras", compile=False)
     classifier = Classifier(str(tmp_path / "model.keras"), [f"class {index}" for index in range(9)], 64)
     served = classifier.model.get_layer("efficientnet_lite0")
-    assert not [layer for layer in served.layers if isinstance(layer, (keras.layers.BatchNormalization, MixStyle))]
+    assert not [layer for layer in served.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert classifier.model.get_layer("calibration").temperature == 1.7
     images = np.random.default_rng(2).uniform(0, 255, (3, 64, 64, 3)).astype(np.uint8)
     images[0, :8, :8] = 0  # a black corner: the field-of-view standardisation comes through the reload too
@@ -126,32 +121,3 @@ def test_a_saved_lite0_classifier_is_served_folded_with_the_same_probabilities(s
                              f"Classifier({str(tmp_path / 'model.keras')!r}, ['c'] * 9, 64)"],
                             capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
-
-
-def test_mix_style_trades_channel_statistics_between_images_while_training_only():
-    rng = np.random.default_rng(3)
-    # Six images, each channel with its own level and spread: the "style"; the pattern is the content.
-    pattern = rng.normal(size=(6, 12, 12, 4)).astype(np.float32)
-    pattern = (pattern - pattern.mean(axis=(1, 2), keepdims=True)) / pattern.std(axis=(1, 2), keepdims=True)
-    level = rng.uniform(-5, 5, (6, 1, 1, 4)).astype(np.float32)
-    spread = rng.uniform(0.5, 3, (6, 1, 1, 4)).astype(np.float32)
-    features = pattern * spread + level
-
-    assert np.array_equal(np.asarray(MixStyle(probability=1.0)(features)), features)
-    np.testing.assert_allclose(np.asarray(MixStyle(probability=0.0)(features, training=True)), features,
-                               atol=1e-4)
-    mixed = np.asarray(MixStyle(probability=1.0, seed=4)(features, training=True))
-    means, spreads = mixed.mean(axis=(1, 2)), mixed.std(axis=(1, 2))
-    # Every mean and spread is a mix of the batch's own, and the style moved...
-    assert np.all(means >= level.min(axis=0)[0, 0] - 1e-3) and np.all(means <= level.max(axis=0)[0, 0] + 1e-3)
-    assert np.all(spreads >= spread.min(axis=0)[0, 0] - 1e-3) and np.all(spreads <= spread.max(axis=0)[0, 0] + 1e-3)
-    assert np.abs(means - level[:, 0, 0]).max() > 1.0
-    # ...while each image keeps its content: the standardised pattern is unchanged.
-    np.testing.assert_allclose((mixed - means[:, None, None]) / spreads[:, None, None], pattern, atol=1e-3)
-
-
-def test_mix_style_is_refused_for_a_backbone_without_early_blocks():
-    from worker.classifier.network import make_model
-
-    with pytest.raises(ValueError, match="efficientnet_lite0"):
-        make_model(input_size=32, backbone="small", mix_style=True)

@@ -25,54 +25,11 @@ def _bn_name(conv_name: str) -> str:
     return {"stem_conv": "stem_bn", "head_conv": "head_bn"}.get(conv_name, f"{conv_name}_bn")
 
 
-# The blocks after which mix_style trades feature statistics: the ends of stages 2-4 (strides 4, 8 and 16),
-# where features still describe texture and colour more than what the lesion is.
-MIX_STYLE_AFTER = (2, 4, 7)
-
-
-@keras.saving.register_keras_serializable(package="melanoma")
-class MixStyle(layers.Layer):
-    """While training, gives each image's feature maps the per-channel mean and spread of a mix of its own
-    and another image's in the batch (MixStyle, Zhou et al. 2021); at inference it passes them through.
-
-    An early layer's channel statistics carry an image's style (a dermatoscope's colour, lighting and
-    sensor texture) more than its content. Mixed between images, they stop telling the source, so the layers
-    after must find the lesion. Each image is mixed with probability `probability`, its own share drawn from
-    Beta(alpha, alpha).
-    """
-
-    def __init__(self, probability: float = 0.5, alpha: float = 0.1, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.probability, self.alpha, self.seed = float(probability), float(alpha), seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, features, training=None):
-        if not training:
-            return features
-        from keras import ops
-
-        count = ops.shape(features)[0]
-        mean = ops.stop_gradient(ops.mean(features, axis=(1, 2), keepdims=True))
-        spread = ops.stop_gradient(ops.sqrt(ops.var(features, axis=(1, 2), keepdims=True) + 1e-6))
-        partners = keras.random.shuffle(ops.arange(count), seed=self.seed_generator)
-        share = keras.random.beta((count, 1, 1, 1), self.alpha, self.alpha, seed=self.seed_generator)
-        mixed = keras.random.uniform((count, 1, 1, 1), seed=self.seed_generator) < self.probability
-        share = ops.where(mixed, share, 1.0)
-        mix_mean = share * mean + (1.0 - share) * ops.take(mean, partners, axis=0)
-        mix_spread = share * spread + (1.0 - share) * ops.take(spread, partners, axis=0)
-        return (features - mean) / spread * mix_spread + mix_mean
-
-    def get_config(self):
-        return {**super().get_config(), "probability": self.probability, "alpha": self.alpha, "seed": self.seed}
-
-
-def efficientnet_lite0(input_size: int, folded: bool = False, mix_style: bool = False) -> keras.Model:
+def efficientnet_lite0(input_size: int, folded: bool = False) -> keras.Model:
     """The Lite0 feature extractor: pixels in [0, 255] in, 1280 pooled features out.
 
     folded: each batch normalisation merged into the convolution before it (a bias instead), the form
     the workers serve (fold_batch_norm); training uses the unfolded one.
-    mix_style: MixStyle after the blocks in MIX_STYLE_AFTER (training only; it has no weights, so the
-    folded network, which leaves it out, serves the same model).
     """
     def conv(layer_type, *args, name: str, **kwargs):
         convolution = layer_type(*args, use_bias=folded, name=name, **kwargs)
@@ -99,8 +56,6 @@ def efficientnet_lite0(input_size: int, folded: bool = False, mix_style: bool = 
             x = conv(layers.Conv2D, filters, 1, name=f"{name}_project")(x)
             if stride == 1 and channels == filters:
                 x = layers.Add(name=f"{name}_add")([shortcut, x])
-            if mix_style and not folded and block in MIX_STYLE_AFTER:
-                x = MixStyle(name=f"{name}_mix_style")(x)
             channels, block = filters, block + 1
     x = conv(layers.Conv2D, HEAD_FILTERS, 1, name="head_conv")(x)
     x = layers.ReLU(6.0, name="head_relu")(x)

@@ -7,7 +7,6 @@ stored and serving can never drift from training.
 import keras
 from keras import layers, ops
 
-# Imported here also so that loading a saved model finds backbones.MixStyle.
 from worker.classifier.backbones import efficientnet_lite0, fold_batch_norm, has_batch_norm
 from worker.classifier.images import FIELD_CENTRE, FIELD_DARKNESS
 
@@ -163,21 +162,16 @@ def make_model(
     dropout_rate: float = 0.3,
     backbone: str = "small",
     colour: str = "shades-of-grey",
-    mix_style: bool = False,
 ) -> keras.Model:
     """Build the classifier; it accepts uint8 or float RGB images of any height and width.
 
     backbone "small" is a compact CNN trained from scratch; "efficientnet_lite0" is the ImageNet-shaped
-    EfficientNet-Lite0 (load its weights with backbones.load_imagenet_weights on model.get_layer(...)), with
-    mix_style trading feature statistics between the images of a training batch (backbones.MixStyle).
+    EfficientNet-Lite0 (load its weights with backbones.load_imagenet_weights on model.get_layer(...)).
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
     if colour not in COLOUR_NORMALISATIONS:
         raise ValueError(f"unknown colour normalisation {colour!r}; choose one of {COLOUR_NORMALISATIONS}")
-    if mix_style and backbone != "efficientnet_lite0":
-        raise ValueError("mix style trades the statistics of efficientnet_lite0's early blocks; "
-                         f"the {backbone} backbone has none")
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = layers.Resizing(input_size, input_size, name="resize")(inputs)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
@@ -186,7 +180,7 @@ def make_model(
         x = ChannelStandardisation(field_only=colour == "field-standardise", name="standardise")(x)
     if backbone == "efficientnet_lite0":
         x = layers.Rescaling(255.0, name="to_pixels")(x)
-        x = efficientnet_lite0(input_size, mix_style=mix_style)(x)
+        x = efficientnet_lite0(input_size)(x)
         x = layers.Dropout(dropout_rate, name="dropout")(x)
         outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
         return keras.Model(inputs, outputs, name="melanoma_cnn")
