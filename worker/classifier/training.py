@@ -74,8 +74,8 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # a fifth of the images as well (clipped pictures are almost all the archive's) did not help over seeds 0-2: mean
 # AUC 0.847 on the split, 0.769 in the archive, 0.766 swapped, 0.843 rimmed (rims alone: 0.849, 0.790, 0.761,
 # 0.839).
-# MixStyle (early feature statistics traded between a batch's images, commit caea6cd) lost on the headline figures at
-# seed 0: split 0.871, archive 0.721, swapped 0.771 (0.895, 0.818, 0.818 without); it underfits in 14 epochs.
+# MixStyle (early feature statistics traded between a batch's images, commit caea6cd) lost at seed 0: split
+# 0.871, archive 0.721, swapped 0.771 (0.895, 0.818, 0.818 without); it underfits in 14 epochs.
 RECIPES = {
     "efficientnet_lite0": {"epochs": 14, "input_size": 192, "augmentation": "rim", "style_mix": True,
                            "colour": "field-standardise"},
