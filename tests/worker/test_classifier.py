@@ -440,3 +440,15 @@ def test_recipe_defaults_take_only_the_values_given():
     assert changed == RECIPES["efficientnet_lite0"] | {"epochs": 3, "style_mix": False}
     with pytest.raises(ValueError, match="learning_rate"):
         recipe_defaults("small", learning_rate=0.1)
+
+
+def test_learning_rate_rises_over_the_warmup_then_decays_to_zero():
+    from worker.classifier.training import learning_rate_schedule
+
+    def rates(schedule, steps):
+        return np.array([float(schedule(step)) for step in steps])
+
+    warm = rates(learning_rate_schedule(1e-3, 100, warmup_steps=10), [0, 5, 10, 55, 100])
+    np.testing.assert_allclose(warm, [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-6)
+    np.testing.assert_allclose(rates(learning_rate_schedule(1e-3, 100), [0, 50, 100]), [1e-3, 5e-4, 0.0],
+                               atol=1e-6)
