@@ -273,7 +273,6 @@ def test_training_refuses_a_folder_without_the_class_folders(tmp_path):
         train(tmp_path, tmp_path / "out", epochs=1)
 
 
-
 def test_expected_calibration_error_on_a_hand_computed_case():
     from worker.classifier.metrics import expected_calibration_error
 
