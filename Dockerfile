@@ -12,7 +12,7 @@ COPY web web
 COPY worker worker
 COPY models models
 COPY migrations migrations
-RUN pip install "${TF_PACKAGE}" && pip install -e ".[train]"
+RUN pip install "${TF_PACKAGE}" && pip install -e ".[litert,train]"
 RUN useradd --create-home --uid 1000 melanoma && mkdir -p /data && chown melanoma /data
 USER melanoma
 VOLUME /data

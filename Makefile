@@ -11,7 +11,7 @@ PORT ?= 5000
 $(BIN)/melanoma: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[ml,train,embedded,dev]"
+	$(BIN)/pip install --quiet -e ".[ml,litert,train,embedded,dev]"
 	touch $@
 
 install: $(BIN)/melanoma

@@ -84,6 +84,6 @@ def test_migrate_command_is_a_real_cli_command():
 
 def test_dockerfile_installs_the_project_and_defaults_to_the_web_server():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'pip install -e ".[train]"' in dockerfile
+    assert 'pip install -e ".[litert,train]"' in dockerfile
     cmd = [line for line in dockerfile.splitlines() if line.startswith("CMD")][0]
     assert '"web:create_app()"' in cmd

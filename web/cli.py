@@ -204,12 +204,10 @@ def explain(image, out, model_dir):
     from web.config import DEFAULT_MODEL_DIR
     from worker.classifier.explain import explain_bytes
     from worker.classifier.images import UnreadableImage
-    from worker.classifier.predictor import Classifier
-    from worker.registry import read_card
+    from worker.classifier.predictor import load_classifier
 
     try:
-        card, artifact = read_card(model_dir or DEFAULT_MODEL_DIR)
-        classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
+        card, classifier = load_classifier(model_dir or DEFAULT_MODEL_DIR)
         png, probability = explain_bytes(classifier, Path(image).read_bytes())
     except (ValueError, UnreadableImage) as error:
         raise click.ClickException(str(error)) from error

@@ -37,6 +37,10 @@ class Config:
     MAX_FORM_PARTS = MAX_FILES_PER_BATCH + 100
     MAX_FILE_MB = int(os.environ.get("MAX_FILE_MB", "50"))
     INFERENCE_CHUNK_SIZE = int(os.environ.get("INFERENCE_CHUNK_SIZE", "64"))
+    # auto, litert or keras: see worker.classifier.predictor.RUNTIMES.
+    INFERENCE_RUNTIME = os.environ.get("INFERENCE_RUNTIME", "auto")
+    # Served models converted for LiteRT, kept under their artifact's hash so a restart does not convert again.
+    MODEL_CACHE_DIR = os.environ.get("MODEL_CACHE_DIR", str(_instance_dir() / "model-cache"))
     # Images still queued this long after upload are queued again (a lost message, a Redis restart).
     REQUEUE_AFTER_SECONDS = int(os.environ.get("REQUEUE_AFTER_SECONDS", "900"))
     MAX_ATTEMPTS = int(os.environ.get("MAX_ATTEMPTS", "3"))

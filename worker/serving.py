@@ -49,6 +49,9 @@ def _load(version: ModelVersion) -> ServingModel:
     if actual != version.artifact_sha256:
         raise RuntimeError(f"{artifact} does not match the registered hash of {version.label}; refusing to serve it")
     log.info("loading model %s from %s", version.label, artifact)
-    classifier = Classifier(str(artifact), version.class_names, version.input_size)
+    classifier = Classifier(str(artifact), version.class_names, version.input_size,
+                            runtime=current_app.config["INFERENCE_RUNTIME"],
+                            cache_dir=current_app.config["MODEL_CACHE_DIR"])
+    log.info("serving %s with %s", version.label, classifier.runtime)
     return ServingModel(version.id, version.label, list(version.class_names), version.input_size,
                         version.alert_threshold, classifier)

@@ -17,8 +17,7 @@ from worker.classifier.metrics import (
     sensitivity_specificity,
 )
 from worker.classifier.network import MELANOMA
-from worker.classifier.predictor import Classifier
-from worker.registry import read_card
+from worker.classifier.predictor import load_classifier
 
 EVALUATION_NAME = "evaluation.json"
 
@@ -153,9 +152,8 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
              perturb: bool = True) -> dict:
     """Evaluate the model directory on DATA_DIR (its held-out test split when split="test" and DATA_DIR is
     the data it was trained on; every audited image when split="all"). Writes JSON and PNG plots."""
-    card, artifact = read_card(model_dir)
+    card, classifier = load_classifier(model_dir)
     class_names = card["class_names"]
-    classifier = Classifier(str(artifact), class_names, card["input_size"])
     examples, _ = data.list_examples(data_dir, tuple(class_names))
     if split == "test":
         if data.dataset_hash(examples) != card["training"]["data_sha256"]:

@@ -6,16 +6,14 @@ from pathlib import Path
 from web.results import result_row
 from worker.classifier.images import QualityLimits, decode_images, measure_quality, quality_warning
 from worker.classifier.network import MELANOMA
-from worker.classifier.predictor import Classifier
-from worker.registry import read_card
+from worker.classifier.predictor import load_classifier
 
 CHUNK = 64
 
 
 def predict_files(files: list[Path], model_dir: str | Path) -> list[dict]:
     """One result row per file, in order; unreadable files are rejected rows with the reason."""
-    card, artifact = read_card(model_dir)
-    classifier = Classifier(str(artifact), card["class_names"], card["input_size"])
+    card, classifier = load_classifier(model_dir)
     threshold, limits = card["alert_threshold"], QualityLimits.from_card(card)
     melanoma = classifier.class_names.index(MELANOMA)
     label = f"{card['name']}:{card['version']}"

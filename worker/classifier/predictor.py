@@ -1,25 +1,42 @@
 """The serving side of the CNN: load a saved model once, classify lists of images as one array."""
 
+import logging
+from pathlib import Path
+
 import numpy as np
 
-from worker.classifier import network  # also registers the custom layers for loading
+from worker.classifier import litert, network  # network also registers the custom layers for loading
+
+log = logging.getLogger(__name__)
+
+# auto: LiteRT on a CPU-only TensorFlow machine, where it is fastest; Keras wherever a GPU can run the model
+# (TensorFlow seeing a GPU, or the JAX backend) or ai-edge-litert is not installed.
+RUNTIMES = ("auto", "litert", "keras")
+# The converted model must give the Keras model's probabilities to this much, or it is not served.
+AGREEMENT = 1e-4
 
 
 class Classifier:
-    """A loaded `.keras` model with its class names and input size."""
+    """A loaded `.keras` model with its class names and input size, run by the chosen runtime."""
 
-    def __init__(self, artifact_path: str, class_names: list[str], input_size: int):
+    def __init__(self, artifact_path: str, class_names: list[str], input_size: int, runtime: str = "auto",
+                 cache_dir: str | Path | None = None):
         import keras
 
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown inference runtime {runtime!r}; choose one of {RUNTIMES}")
         self.model = network.for_inference(keras.models.load_model(artifact_path, compile=False))
         self.class_names = list(class_names)
         self.input_size = int(input_size)
-        self._forward = self._compile_forward()
         if self.model.output_shape[-1] != len(self.class_names):
             raise ValueError(
                 f"{artifact_path} predicts {self.model.output_shape[-1]} classes but its card names "
                 f"{len(self.class_names)}; the card does not belong to this model"
             )
+        self._forward = self._compile_forward()
+        self.runtime = "keras"
+        if runtime == "litert" or (runtime == "auto" and litert_is_best()):
+            self._use_litert(artifact_path, cache_dir, required=runtime == "litert")
 
     def _compile_forward(self):
         """One graph for every batch size: eager calls run a deep network op by op, and Keras' own
@@ -33,6 +50,30 @@ class Classifier:
                                input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
         return self.model.predict_on_batch
 
+    def _use_litert(self, artifact_path: str, cache_dir: str | Path | None, required: bool) -> None:
+        """Switch to the converted model, once it has shown it gives the Keras model's probabilities."""
+        import keras
+
+        from worker.registry import file_sha256
+
+        if keras.backend.backend() != "tensorflow" or not litert.available():
+            raise ValueError("the litert runtime needs the TensorFlow backend and the ai-edge-litert package; "
+                             "install them or set INFERENCE_RUNTIME=keras")
+        lite = litert.load(self.model, file_sha256(Path(artifact_path)), cache_dir)
+        # Pictures with a black corner, as a dermatoscope's rim gives, so every preprocessing branch runs.
+        probe = np.random.default_rng(0).uniform(0, 255, (2, self.input_size, self.input_size, 3))
+        probe[0, : self.input_size // 4, : self.input_size // 4] = 0
+        probe = probe.astype(np.float32)
+        difference = float(np.abs(lite(probe) - np.asarray(self._forward(probe))).max())
+        if difference > AGREEMENT:
+            message = (f"the LiteRT conversion of {artifact_path} differs from the Keras model by {difference:.2g} "
+                       "in probability")
+            if required:
+                raise ValueError(f"{message}; set INFERENCE_RUNTIME=keras to serve it with Keras")
+            log.error("%s; serving it with Keras instead", message)
+            return
+        self._forward, self.runtime = lite, "litert"
+
     def predict(self, images: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Class probabilities, one row per image; images are uint8 arrays already at input size."""
         if not images:
@@ -41,3 +82,25 @@ class Classifier:
         outputs = [np.asarray(self._forward(stacked[start:start + batch_size]))
                    for start in range(0, len(stacked), batch_size)]
         return np.concatenate(outputs)
+
+
+def litert_is_best() -> bool:
+    """Whether "auto" picks LiteRT here: the TensorFlow backend, ai-edge-litert installed and no GPU."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or not litert.available():
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_physical_devices("GPU")
+
+
+def load_classifier(model_dir: str | Path) -> tuple[dict, Classifier]:
+    """The card and classifier of a model directory, run as the settings say (INFERENCE_RUNTIME,
+    MODEL_CACHE_DIR): for the CLI, evaluation and benchmarks, which have no app."""
+    from web.config import Config
+    from worker.registry import read_card
+
+    card, artifact = read_card(model_dir)
+    return card, Classifier(str(artifact), card["class_names"], card["input_size"], runtime=Config.INFERENCE_RUNTIME,
+                            cache_dir=Config.MODEL_CACHE_DIR)
