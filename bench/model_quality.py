@@ -4,7 +4,8 @@
 
 Both are judged on the same held-out test split (the project's audit, split and seed), with the alert
 threshold chosen on validation for 0.90 melanoma sensitivity. Inference speed is images a second for
-batches of 64 on this machine's cores, through one traced graph per model.
+batches of 64 on this machine's cores, network alone, through TensorFlow (one traced graph per model) and
+through LiteRT (the runtime a CPU worker serves with, worker/classifier/litert.py).
 """
 
 import argparse
@@ -20,7 +21,7 @@ import tensorflow as tf
 from keras import layers
 from PIL import Image
 
-from worker.classifier import data
+from worker.classifier import data, litert
 from worker.classifier.audit import ARCHIVE
 from worker.classifier.evaluation import PERTURBATIONS, as_arrays, swap_sources
 from worker.classifier.metrics import (
@@ -54,14 +55,18 @@ def assignment_cnn(input_size: int = 180) -> keras.Model:
     ], name="assignment_cnn")
 
 
-def images_per_second(model: keras.Model, input_size: int, batch: int = 64, repeats: int = 5) -> float:
-    forward = tf.function(lambda images: model(images, training=False),
-                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+def images_per_second(model: keras.Model, input_size: int, runtime: str = "keras", batch: int = 64,
+                      repeats: int = 5) -> float:
+    if runtime == "litert":
+        forward = litert.LiteModel(litert.convert(model))
+    else:
+        forward = tf.function(lambda images: model(images, training=False),
+                              input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     pixels = np.random.default_rng(0).uniform(0, 255, (batch, input_size, input_size, 3)).astype(np.float32)
     forward(pixels)
     start = time.perf_counter()
     for _ in range(repeats):
-        forward(pixels)
+        np.asarray(forward(pixels))
     return batch * repeats / (time.perf_counter() - start)
 
 
@@ -113,6 +118,7 @@ def run_baseline(split: data.Split, out_dir: Path, epochs: int) -> dict:
     result |= generalisation(lambda pictures: model.predict(np.stack(as_arrays(pictures, 180)).astype(np.float32),
                                                             verbose=0), split.test)
     return {**result, "training_seconds": training_seconds, "images_per_second": images_per_second(model, 180),
+            "images_per_second_litert": images_per_second(model, 180, "litert"),
             "parameters": model.count_params(), "size_mb": path.stat().st_size / 1e6,
             "test_images": len(parts["test"][1])}
 
@@ -132,6 +138,7 @@ def run_project(data_dir: Path, test_split: list[data.Example], out_dir: Path, e
         "melanoma_sensitivity": test["melanoma_sensitivity"], "melanoma_specificity": test["melanoma_specificity"],
         "ece": test["ece"], "threshold": card["alert_threshold"], "training_seconds": training_seconds,
         "images_per_second": images_per_second(classifier.model, card["input_size"]),
+        "images_per_second_litert": images_per_second(classifier.model, card["input_size"], "litert"),
         "parameters": classifier.model.count_params(), "size_mb": artifact.stat().st_size / 1e6,
         "test_images": test["images"],
     }
@@ -162,7 +169,8 @@ def main() -> None:
             ("melanoma AUC, colours swapped", "swapped_auc", "{:.3f}"),
             ("melanoma AUC, dermatoscope rim", "rim_auc", "{:.3f}"),
             ("alert threshold", "threshold", "{:.3f}"), ("training time (s)", "training_seconds", "{:.0f}"),
-            ("inference images/s (b=64)", "images_per_second", "{:.0f}"), ("parameters", "parameters", "{:,}"),
+            ("inference images/s (b=64)", "images_per_second", "{:.0f}"),
+            ("  the same through LiteRT", "images_per_second_litert", "{:.0f}"), ("parameters", "parameters", "{:,}"),
             ("model size (MB)", "size_mb", "{:.1f}"), ("test images", "test_images", "{}")]
     print(f"\n{'':28s}{'assignment CNN':>16s}{'project model':>16s}   ({os.cpu_count()} cores)")
     for label, key, form in rows:

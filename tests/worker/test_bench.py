@@ -20,22 +20,30 @@ def test_model_quality_bench_trains_both_models_and_prints_the_table(tiny_datase
     assert set(results) == {"assignment CNN", "project model"}
     for figures in results.values():
         assert 0.0 <= figures["balanced_accuracy"] <= 1.0 and figures["images_per_second"] > 0
+        assert figures["images_per_second_litert"] > 0
         assert figures["test_images"] == 9  # one a class from four a class
     assert results["project model"]["parameters"] < results["assignment CNN"]["parameters"]
 
 
-@pytest.mark.parametrize("photographs", [[], ["--photo-size", "640x480"]])
-def test_inference_speed_bench_decodes_and_predicts_with_the_shipped_model(tiny_dataset, photographs):
+@pytest.mark.parametrize("options", [["--runtime", "keras", "auto", "--assignment-cnn"],
+                                     ["--photo-size", "640x480"]])
+def test_inference_speed_bench_decodes_and_predicts_with_the_shipped_model(tiny_dataset, options):
     result = subprocess.run([sys.executable, "bench/inference_speed.py", "--data", str(tiny_dataset), "--images",
-                             "16", "--batch", "8", "--repeats", "2", *photographs],
+                             "16", "--batch", "8", "--repeats", "2", *options],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ("images of 640x480," in result.stdout) == bool(photographs)
+    assert ("images of 640x480," in result.stdout) == ("--photo-size" in options)
     shipped = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())
     runs = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith(DEFAULT_MODEL_DIR.name)]
-    assert len(runs) == 2
-    for input_size, decode, predict, both in runs:
+    # A CPU machine with ai-edge-litert installed (`make install`) serves with LiteRT when left to choose.
+    expected = ["keras", "keras", "litert", "litert"] if "keras" in options else ["litert", "litert"]
+    assert [run[-1] for run in runs] == expected
+    for input_size, decode, predict, both, _ in runs:
         assert int(input_size) == shipped["input_size"] and 0 < float(both) <= min(float(decode), float(predict))
+    course = [line.split()[-2:] for line in result.stdout.splitlines() if line.startswith("assignment CNN")]
+    assert [runtime for _, runtime in course] == (["keras", "keras", "litert", "litert"] if "keras" in options
+                                                  else [])
+    assert all(float(speed) > 0 for speed, _ in course)
 
 
 def test_inference_speed_bench_refuses_a_folder_with_too_few_images(tiny_dataset):
