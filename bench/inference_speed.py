@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from model_quality import assignment_cnn
+from model_quality import assignment_cnn, forward
 from PIL import Image
 
 from web.config import DEFAULT_MODEL_DIR, Config
-from worker.classifier import litert
 from worker.classifier.images import decode_image, decode_images
-from worker.classifier.predictor import RUNTIMES, Classifier, litert_is_best
+from worker.classifier.predictor import RUNTIMES, Classifier, chosen_runtime
 from worker.registry import read_card
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,21 +75,14 @@ def measure(model_dir: Path, runtime: str, files: list[bytes], batch: int, repea
 
 def measure_assignment_cnn(runtime: str, images: int, batch: int, repeats: int) -> list[float]:
     """Images a second through the course CNN alone (180 px), batch by batch, under the runtime."""
-    import tensorflow as tf
-
-    model = assignment_cnn()
-    if runtime == "keras":
-        forward = tf.function(lambda pixels: model(pixels, training=False),
-                              input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    else:
-        forward = litert.LiteModel(litert.convert(model))
+    run = forward(assignment_cnn(), runtime)
     pixels = np.random.default_rng(0).uniform(0, 255, (images, 180, 180, 3)).astype(np.float32)
-    forward(pixels[:batch])
+    run(pixels[:batch])
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
         for offset in range(0, images, batch):
-            np.asarray(forward(pixels[offset:offset + batch]))
+            np.asarray(run(pixels[offset:offset + batch]))
         runs.append(images / (time.perf_counter() - start))
     return runs
 
@@ -119,9 +111,7 @@ def main() -> None:
                       f"{run['both']:>9.0f}  {run['runtime']}")
     if args.assignment_cnn:
         for runtime in args.runtime:
-            # The course CNN has no converter check of its own: "auto" means what a worker here would pick.
-            chosen = "litert" if runtime == "auto" and litert_is_best() else (
-                "keras" if runtime == "auto" else runtime)
+            chosen = chosen_runtime(runtime)
             for speed in measure_assignment_cnn(chosen, args.images, args.batch, args.repeats):
                 print(f"{'assignment CNN (network only)':32s}{180:>7d}{'':>9s}{speed:>9.0f}{'':>9s}  {chosen}")
 

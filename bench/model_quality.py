@@ -17,7 +17,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
 from PIL import Image
 
@@ -32,7 +31,7 @@ from worker.classifier.metrics import (
     threshold_for_sensitivity,
 )
 from worker.classifier.network import CLASS_NAMES, MELANOMA
-from worker.classifier.predictor import Classifier
+from worker.classifier.predictor import Classifier, compiled_forward
 from worker.classifier.training import recipe_defaults, train
 from worker.registry import read_card
 
@@ -55,18 +54,19 @@ def assignment_cnn(input_size: int = 180) -> keras.Model:
     ], name="assignment_cnn")
 
 
+def forward(model: keras.Model, runtime: str):
+    """The network alone under the runtime ("keras" or "litert"), called on a float batch."""
+    return litert.LiteModel(litert.convert(model)) if runtime == "litert" else compiled_forward(model)
+
+
 def images_per_second(model: keras.Model, input_size: int, runtime: str = "keras", batch: int = 64,
                       repeats: int = 5) -> float:
-    if runtime == "litert":
-        forward = litert.LiteModel(litert.convert(model))
-    else:
-        forward = tf.function(lambda images: model(images, training=False),
-                              input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    run = forward(model, runtime)
     pixels = np.random.default_rng(0).uniform(0, 255, (batch, input_size, input_size, 3)).astype(np.float32)
-    forward(pixels)
+    run(pixels)
     start = time.perf_counter()
     for _ in range(repeats):
-        np.asarray(forward(pixels))
+        np.asarray(run(pixels))
     return batch * repeats / (time.perf_counter() - start)
 
 

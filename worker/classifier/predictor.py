@@ -33,22 +33,10 @@ class Classifier:
                 f"{artifact_path} predicts {self.model.output_shape[-1]} classes but its card names "
                 f"{len(self.class_names)}; the card does not belong to this model"
             )
-        self._forward = self._compile_forward()
+        self._forward = compiled_forward(self.model)
         self.runtime = "keras"
-        if runtime == "litert" or (runtime == "auto" and litert_is_best()):
+        if chosen_runtime(runtime) == "litert":
             self._use_litert(artifact_path, cache_dir, required=runtime == "litert")
-
-    def _compile_forward(self):
-        """One graph for every batch size: eager calls run a deep network op by op, and Keras' own
-        predict functions retrace for each new batch size (seconds each, mid-batch)."""
-        import keras
-
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            return tf.function(lambda images: self.model(images, training=False),
-                               input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        return self.model.predict_on_batch
 
     def _use_litert(self, artifact_path: str, cache_dir: str | Path | None, required: bool) -> None:
         """Switch to the converted model, once it has shown it gives the Keras model's probabilities."""
@@ -84,15 +72,31 @@ class Classifier:
         return np.concatenate(outputs)
 
 
-def litert_is_best() -> bool:
-    """Whether "auto" picks LiteRT here: the TensorFlow backend, ai-edge-litert installed and no GPU."""
+def compiled_forward(model):
+    """The Keras model as one graph for every batch size: eager calls run a deep network op by op, and
+    Keras' own predict functions retrace for each new batch size (seconds each, mid-batch)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda images: model(images, training=False),
+                           input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    return model.predict_on_batch
+
+
+def chosen_runtime(runtime: str) -> str:
+    """The runtime a setting means here: "auto" is LiteRT with the TensorFlow backend, ai-edge-litert
+    installed and no GPU, else Keras."""
+    if runtime != "auto":
+        return runtime
     import keras
 
     if keras.backend.backend() != "tensorflow" or not litert.available():
-        return False
+        return "keras"
     import tensorflow as tf
 
-    return not tf.config.list_physical_devices("GPU")
+    return "keras" if tf.config.list_physical_devices("GPU") else "litert"
 
 
 def load_classifier(model_dir: str | Path) -> tuple[dict, Classifier]:
