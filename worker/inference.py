@@ -18,10 +18,50 @@ log = logging.getLogger(__name__)
 MELANOMA = "melanoma"
 
 
+class RetryImages(Exception):
+    """Some images of a chunk failed on their own and have attempts left: retry those, and only those."""
+
+    def __init__(self, image_ids: list[int], reason: str):
+        super().__init__(reason)
+        self.image_ids = image_ids
+
+
 def classify_images(image_ids: list[int], max_attempts: int = 3) -> dict:
-    """Predict every queued image among image_ids as one array; safe to run twice on the same ids."""
+    """Predict every queued image among image_ids as one array; safe to run twice on the same ids.
+
+    A chunk that comes back (its worker died, or it raised) is classified one image at a time, each image's
+    attempt counted just before its own turn: an image that kills the worker or raises then fails alone,
+    and the rest of its chunk is classified.
+    """
     model = serving_model()
-    _count_attempt(image_ids, max_attempts)
+    if not _delivered_before(image_ids):
+        _count_attempt(image_ids, max_attempts)
+        return _classify_with_retries(model, image_ids)
+    totals = {"predicted": 0, "rejected": 0, "alerts": 0}
+    retry, reason = [], ""
+    for image_id in sorted(image_ids):
+        _count_attempt([image_id], max_attempts)
+        try:
+            result = _classify_with_retries(model, [image_id])
+        except Exception as error:
+            db.session.rollback()
+            log.exception("inference failed for image %s", image_id)
+            reason = f"inference failed: {error!r}"
+            retry += record_failure([image_id], reason, max_attempts)
+            continue
+        totals = {key: totals[key] + result[key] for key in totals}
+    if retry:
+        raise RetryImages(retry, reason)
+    return totals
+
+
+def _delivered_before(image_ids: list[int]) -> bool:
+    """Whether a delivery already began on any waiting image of the chunk and did not finish it."""
+    return db.session.scalar(db.select(db.func.count(Image.id)).where(
+        Image.id.in_(image_ids), Image.status == ImageStatus.QUEUED, Image.attempts > 0)) > 0
+
+
+def _classify_with_retries(model, image_ids: list[int]) -> dict:
     for _ in range(3):
         try:
             return _classify(model, image_ids)

@@ -43,6 +43,9 @@ def _load_model_after_fork(**_kwargs):
 def classify_images(self, image_ids: list[int]) -> dict:
     try:
         return inference.classify_images(image_ids, current_app.config["MAX_ATTEMPTS"])
+    except inference.RetryImages as failed:
+        # The chunk's other images are classified; these failed on their own, and their reasons are recorded.
+        raise self.retry(args=[failed.image_ids], countdown=min(60, 5 * 2 ** self.request.retries)) from failed
     except Exception as error:
         db.session.rollback()
         log.exception("inference failed for images %s", image_ids)

@@ -253,6 +253,27 @@ def test_an_image_whose_deliveries_keep_dying_ends_failed_not_in_a_loop(app):
     assert db.session.get(Batch, batch.id).status == "done"
 
 
+def test_an_image_that_keeps_failing_fails_alone_and_the_rest_of_its_chunk_is_classified(app):
+    batch = _batch(_real_images(4))
+    broken = batch.images[1]
+    # A storage fault that no retry cures: the stored file is now a directory, so reading it raises.
+    path = ImageStore(app.config["STORAGE_DIR"]).root / broken.storage_path
+    path.unlink()
+    path.mkdir()
+    try:
+        _run_task(app, [image.id for image in batch.images])  # eager: its retries run before it returns
+    finally:
+        path.rmdir()
+    db.session.expire_all()
+    images = {image.id: image for image in db.session.get(Batch, batch.id).images}
+    assert images.pop(broken.id).status == "failed"
+    assert db.session.get(Image, broken.id).attempts == app.config["MAX_ATTEMPTS"]
+    assert "IsADirectoryError" in db.session.get(Image, broken.id).rejection_reason
+    assert [image.status for image in images.values()] == ["done"] * 3
+    assert all(len(image.predictions) == 1 for image in images.values())
+    assert db.session.get(Batch, batch.id).status == "done"
+
+
 def test_two_runs_of_one_task_at_the_same_time_write_one_prediction_per_image(app, backend):
     import threading
 
