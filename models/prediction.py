@@ -82,5 +82,9 @@ class Alert(db.Model):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # Occlusion heatmap PNG in image storage (relative path), once a worker has drawn it.
     heatmap_path: Mapped[str | None] = mapped_column(String(300))
+    # Deliveries of the heatmap task begun on this alert, and why the last one failed: the sweep that sends
+    # lost heatmap tasks again stops at MAX_ATTEMPTS, and the API says why there is no heatmap.
+    heatmap_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    heatmap_error: Mapped[str | None] = mapped_column(Text)
 
     prediction: Mapped[Prediction] = relationship(back_populates="alert")

@@ -3,14 +3,14 @@
 import logging
 
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from models import Alert, Batch, Image, Prediction, db
 from models.batch import ImageStatus
 from web.queue import EXPLAIN_ALERT, EXPLAIN_QUEUE
 from web.storage import ImageStore
 from worker.classifier.images import UnreadableImage, decode_images, measure_quality, quality_warning
-from worker.serving import serving_model
+from worker.serving import serving_model, version_model
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,25 @@ def _delivered_before(image_ids: list[int]) -> bool:
         Image.id.in_(image_ids), Image.status == ImageStatus.QUEUED, Image.attempts > 0)) > 0
 
 
+# PostgreSQL's code for a deadlock it broke by aborting this transaction.
+DEADLOCK = "40P01"
+
+
 def _classify_with_retries(model, image_ids: list[int]) -> dict:
-    for _ in range(3):
+    # Each conflict means another run wrote at least one more of these images (a run going one image at a
+    # time may write them one by one under us), so one pass more than there are images always suffices.
+    tries = len(image_ids) + 2
+    for _ in range(tries):
         try:
             return _classify(model, image_ids)
-        except IntegrityError:
-            # A concurrent run wrote some of these first; the next pass skips those and keeps the rest.
+        except (IntegrityError, OperationalError) as error:
+            # A concurrent run wrote some of these first, or (one image at a time against a whole chunk) took
+            # the same rows in another order; the next pass skips what it wrote and keeps the rest.
+            if isinstance(error, OperationalError) and getattr(error.orig, "sqlstate", None) != DEADLOCK:
+                raise
             db.session.rollback()
             log.info("predictions for some of %s were written by another run; trying the rest again", image_ids)
-    raise RuntimeError(f"could not write predictions for {image_ids} after three tries")
+    raise RuntimeError(f"could not write predictions for {image_ids} after {tries} tries")
 
 
 def _count_attempt(image_ids: list[int], max_attempts: int) -> None:
@@ -147,16 +157,28 @@ def _classify(model, image_ids: list[int]) -> dict:
     return {"predicted": len(to_predict), "rejected": rejected, "alerts": len(new_alerts)}
 
 
-def explain_alert(alert_id: int) -> str | None:
-    """Draw and store the occlusion heatmap of an alert's image; does nothing if it is already there."""
+def explain_alert(alert_id: int, max_attempts: int = 3) -> str | None:
+    """Draw and store the occlusion heatmap of an alert's image with the model that raised the alert; does
+    nothing if it is already there, or once max_attempts deliveries have failed (the reason stays on the
+    alert)."""
     from worker.classifier.explain import explain_bytes
 
     alert = db.session.get(Alert, alert_id)
-    if alert is None or alert.heatmap_path:
+    if alert is None or alert.heatmap_path or alert.heatmap_attempts >= max_attempts:
         return alert.heatmap_path if alert else None
+    alert.heatmap_attempts += 1
+    db.session.commit()
     store = ImageStore(current_app.config["STORAGE_DIR"])
-    png, _ = explain_bytes(serving_model().classifier, store.read(alert.prediction.image.storage_path))
+    try:
+        model = version_model(alert.prediction.model_version_id)
+        png, _ = explain_bytes(model.classifier, store.read(alert.prediction.image.storage_path))
+    except Exception as error:
+        db.session.rollback()
+        alert.heatmap_error = repr(error)[:2000]
+        db.session.commit()
+        raise
     _, alert.heatmap_path = store.put(png)
+    alert.heatmap_error = None
     db.session.commit()
     return alert.heatmap_path
 

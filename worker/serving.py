@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from models import ModelVersion
+from models import ModelVersion, db
 from worker.classifier.images import QualityLimits
 from worker.registry import ensure_champion, file_sha256, resolve_path
 
@@ -26,6 +26,7 @@ class ServingModel:
 
 _lock = threading.Lock()
 _current: ServingModel | None = None
+_earlier: ServingModel | None = None  # the last non-champion version asked for by version_model
 
 
 def serving_model() -> ServingModel:
@@ -39,6 +40,22 @@ def serving_model() -> ServingModel:
         _current.alert_threshold = champion.alert_threshold
         _current.quality_limits = QualityLimits.from_card(champion.card or {})
         return _current
+
+
+def version_model(version_id: int) -> ServingModel:
+    """The classifier of one registered version: the champion's when it is that version, otherwise loaded
+    on demand (one such version kept), so work about an earlier prediction uses the model that made it."""
+    global _earlier
+    champion = serving_model()
+    if champion.version_id == version_id:
+        return champion
+    with _lock:
+        if _earlier is None or _earlier.version_id != version_id:
+            version = db.session.get(ModelVersion, version_id)
+            if version is None:
+                raise LookupError(f"model version {version_id} is not registered")
+            _earlier = _load(version)
+        return _earlier
 
 
 def _load(version: ModelVersion) -> ServingModel:

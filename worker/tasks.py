@@ -61,7 +61,7 @@ def classify_images(self, image_ids: list[int]) -> dict:
 @shared_task(name=EXPLAIN_ALERT, time_limit=300, max_retries=3, autoretry_for=(OSError,), retry_backoff=True)
 def explain_alert(alert_id: int) -> str | None:
     try:
-        return inference.explain_alert(alert_id)
+        return inference.explain_alert(alert_id, current_app.config["MAX_ATTEMPTS"])
     finally:
         db.session.remove()
 
@@ -98,7 +98,8 @@ def requeue_stale() -> dict:
                 requeued["images"] = len(ids)
         if _waiting_messages(EXPLAIN_QUEUE) == 0:
             alert_ids = list(db.session.scalars(
-                db.select(Alert.id).where(Alert.heatmap_path.is_(None), Alert.created_at < cutoff)
+                db.select(Alert.id).where(Alert.heatmap_path.is_(None), Alert.created_at < cutoff,
+                                          Alert.heatmap_attempts < current_app.config["MAX_ATTEMPTS"])
                 .order_by(Alert.id).limit(1_000)
             ))
             for alert_id in alert_ids:

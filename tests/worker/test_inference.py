@@ -231,6 +231,54 @@ def test_an_alert_heatmap_is_drawn_once_and_stored(app):
         assert heatmap.format == "PNG" and heatmap.size == (180, 180)
 
 
+def test_a_heatmap_that_cannot_be_drawn_stops_being_sent_and_the_api_says_why(app):
+    import datetime as dt
+
+    import worker.tasks  # noqa: F401
+    from models import utcnow
+    from web.queue import EXPLAIN_ALERT, REQUEUE_STALE
+
+    hospital, key = make_hospital()
+    batch, _ = create_batch(hospital, [Upload(name, data) for name, data in _real_images(2)])
+    champion_threshold_zero(app, [image.id for image in batch.images])
+    lost, drawable = db.session.scalars(db.select(Alert).order_by(Alert.id)).all()
+    (ImageStore(app.config["STORAGE_DIR"]).root / lost.prediction.image.storage_path).unlink()
+    app.extensions["celery"].tasks[EXPLAIN_ALERT].apply(args=[lost.id])  # eager: its retries run here
+    db.session.expire_all()
+    lost = db.session.get(Alert, lost.id)
+    assert lost.heatmap_path is None and lost.heatmap_attempts == app.config["MAX_ATTEMPTS"]
+    assert "FileNotFoundError" in lost.heatmap_error
+
+    broker = redis.Redis.from_url(app.config["REDIS_URL"])
+    broker.delete("explain", "inference")
+    db.session.execute(db.update(Alert).values(created_at=utcnow() - dt.timedelta(hours=1)))
+    db.session.commit()
+    assert app.extensions["celery"].tasks[REQUEUE_STALE].apply().get()["heatmaps"] == 1  # the drawable one
+    answer = app.test_client().get(f"/api/v1/alerts/{lost.id}/heatmap", headers={"X-API-Key": key})
+    assert answer.status_code == 404 and "could not be drawn" in answer.get_json()["error"]
+    assert "FileNotFoundError" in answer.get_json()["error"]
+
+
+def test_a_heatmap_is_drawn_by_the_model_that_raised_the_alert_after_another_is_promoted(app, tiny_model):
+    from web.queue import EXPLAIN_ALERT
+    from worker.registry import register_model
+
+    batch = _batch(_real_images(2))
+    champion_threshold_zero(app, [image.id for image in batch.images])
+    alert = db.session.scalars(db.select(Alert).order_by(Alert.id)).first()
+    task = app.extensions["celery"].tasks[EXPLAIN_ALERT]
+    store = ImageStore(app.config["STORAGE_DIR"])
+    drawn_by_its_model = store.read(task.apply(args=[alert.id]).get())
+    # Draw it again after a different model became champion, as a heatmap queued before a promotion would be.
+    db.session.execute(db.update(Alert).where(Alert.id == alert.id).values(heatmap_path=None, heatmap_attempts=0))
+    db.session.commit()
+    register_model(tiny_model[0], promote=True)
+    drawn_again = store.read(task.apply(args=[alert.id]).get())
+    db.session.expire_all()
+    assert db.session.get(Alert, alert.id).heatmap_attempts == 1  # drawn anew, not the stored one returned
+    assert drawn_again == drawn_by_its_model
+
+
 def champion_threshold_zero(app, ids):
     """Classify with every image alerting, so alert paths run whatever the model says."""
     _run_task(app, ids[:0])

@@ -140,10 +140,15 @@ def alert_heatmap(alert_id: int):
     if alert is None or alert.hospital_id != g.hospital.id:
         raise ApiError(404, f"no alert {alert_id} for this hospital")
     if not alert.heatmap_path:
+        if alert.heatmap_error and alert.heatmap_attempts >= current_app.config["MAX_ATTEMPTS"]:
+            raise ApiError(404, f"the heatmap could not be drawn: {alert.heatmap_error}")
         raise ApiError(404, "the heatmap is not drawn yet; try again in a minute")
     try:
         png = ImageStore(current_app.config["STORAGE_DIR"]).read(alert.heatmap_path)
     except FileNotFoundError:
+        # Forget the lost file, so the sweep for alerts without a heatmap draws it again.
+        alert.heatmap_path, alert.heatmap_attempts = None, 0
+        db.session.commit()
         raise ApiError(404, "the heatmap file is missing from storage; it will be drawn again") from None
     return Response(png, mimetype="image/png")
 
