@@ -253,6 +253,19 @@ def test_odd_ids_limits_and_filenames_answer_4xx_or_work_never_500(client, hospi
     assert results[0]["filename"] == "badname.png"
 
 
+def test_a_file_name_that_is_not_utf8_gets_an_error_that_says_so(client, hospital):
+    _, key = hospital
+    boundary = "b0undary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+             "Content-Type: image/png\r\n\r\n".encode("latin-1") + make_png() + b"\r\n"
+             for name in ("a.png", "caf\u00e9.png", "b.png")]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    response = client.post("/api/v1/batches", data=body, headers={"X-API-Key": key},
+                           content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status_code == 400 and "UTF-8" in response.get_json()["error"]
+    assert db.session.scalar(db.select(db.func.count(Batch.id))) == 0
+
+
 def test_the_heatmap_of_another_hospitals_alert_answers_404(client, hospital):
     _, key = hospital
     _, other_key = make_hospital("Other General")

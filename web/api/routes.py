@@ -42,6 +42,10 @@ def batch_json(batch: Batch) -> dict:
 def create_batch_view():
     """Multipart upload: every file part (any field name) is one image of the batch."""
     files = [storage for _, storage in request.files.items(multi=True)]
+    if not files and request.mimetype == "multipart/form-data" and request.content_length and not request.form:
+        # Werkzeug drops the whole body, silently, when a part header is not UTF-8 (a file name in Latin-1).
+        raise ApiError(400, "the multipart body could not be read: every part header, file names included, "
+                            "must be UTF-8 and every part must close with the boundary; nothing was stored")
     if not files:
         raise ApiError(400, "no files: send images as multipart/form-data file fields (e.g. -F files=@a.jpg)")
     if len(files) > current_app.config["MAX_FILES_PER_BATCH"]:
