@@ -1,5 +1,6 @@
 """The `melanoma` command: database, hospitals, serving, submitting, predicting and training."""
 
+import datetime as dt
 import os
 import secrets
 import sys
@@ -280,7 +281,8 @@ def audit(data_dir, against, out):
 
 @cli.command(with_appcontext=False)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", default="instance/models/latest", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False),
+              help="A new folder for the model (default instance/models/<UTC date-time>); never one with a model.")
 @click.option("--epochs", type=int, default=None, help="Default 14 for efficientnet_lite0, 30 for small.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--target-sensitivity", default=0.90, show_default=True, type=float)
@@ -305,6 +307,7 @@ def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size,
     from worker.classifier.training import recipe_defaults
     from worker.classifier.training import train as run_training
 
+    out = out or str(Path("instance") / "models" / dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S"))
     try:
         card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal

@@ -266,6 +266,16 @@ def test_training_on_a_tiny_dataset_writes_a_model_that_reloads_with_the_same_ou
     np.testing.assert_allclose(first, again, rtol=1e-5)
 
 
+def test_training_never_writes_over_a_model(tiny_dataset, tiny_model):
+    from worker.classifier.training import train
+    from worker.registry import file_sha256
+
+    model_dir, card = tiny_model
+    with pytest.raises(ValueError, match="already holds a model"):
+        train(tiny_dataset, model_dir, epochs=1, input_size=32, batch_size=8)
+    assert file_sha256(model_dir / "model.keras") == card["artifact_sha256"]
+
+
 def test_training_refuses_a_folder_without_the_class_folders(tmp_path):
     from worker.classifier.training import train
 

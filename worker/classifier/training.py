@@ -141,6 +141,9 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
           style_mix: bool = False, colour: str = "shades-of-grey", verbose: int = 2) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card."""
     out_dir = Path(out_dir)
+    if (out_dir / ARTIFACT_NAME).exists() or (out_dir / CARD_NAME).exists():
+        # A registered model is served only while its artifact keeps its hash: never write over one.
+        raise ValueError(f"{out_dir} already holds a model; models are never overwritten, choose a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
