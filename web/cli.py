@@ -149,7 +149,9 @@ def _require_migrated(app) -> None:
 @click.option("--wait/--no-wait", default=False, help="Wait for the results, with a progress bar.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results CSV here (implies --wait).")
 @click.option("--idempotency-key", help="Reuse to make a retried upload return the same batch.")
-def submit(paths, server, api_key, wait, out, idempotency_key):
+@click.option("--stall-minutes", default=30.0, show_default=True, type=float,
+              help="Stop waiting when no image has finished for this long (the batch stays on the server).")
+def submit(paths, server, api_key, wait, out, idempotency_key, stall_minutes):
     """Upload image files and folders (recursively) as one batch."""
     from web.client import Client, SubmitError, collect_files
 
@@ -159,7 +161,7 @@ def submit(paths, server, api_key, wait, out, idempotency_key):
         batch = client.submit(files, idempotency_key=idempotency_key)
         click.echo(f"batch {batch['id']}: {batch['image_count']} images queued, {batch['url']}", err=True)
         if wait or out:
-            batch = client.wait(batch, show_progress=sys.stderr.isatty())
+            batch = client.wait(batch, show_progress=sys.stderr.isatty(), stall_seconds=stall_minutes * 60)
             counts = batch["counts"]
             click.echo(f"batch {batch['id']} done: {counts['done']} classified, {counts['rejected']} rejected, "
                        f"{counts['failed']} failed, {counts['alerts']} melanoma alerts", err=True)

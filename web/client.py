@@ -113,9 +113,12 @@ class Client:
                 time.sleep(2 ** attempt)
         raise AssertionError("unreachable")
 
-    def wait(self, batch: dict, poll_seconds: float = 1.0, show_progress: bool = True) -> dict:
-        """Poll the batch until no image is queued, with a progress bar."""
+    def wait(self, batch: dict, poll_seconds: float = 1.0, show_progress: bool = True,
+             stall_seconds: float = 1800.0) -> dict:
+        """Poll the batch until no image is queued, with a progress bar; give up (the batch stays on the
+        server) when no image has finished for stall_seconds."""
         total = batch["image_count"]
+        last_progress, finished_before = time.monotonic(), -1
         with tqdm(total=total, unit="image", disable=not show_progress) as bar:
             while True:
                 batch = self._request("GET", batch["url"]).json()
@@ -125,6 +128,12 @@ class Client:
                 bar.set_postfix(alerts=counts["alerts"], rejected=counts["rejected"])
                 if batch["status"] == "done":
                     return batch
+                if finished > finished_before:
+                    last_progress, finished_before = time.monotonic(), finished
+                elif time.monotonic() - last_progress > stall_seconds:
+                    raise SubmitError(
+                        f"batch {batch['id']}: no image finished in {stall_seconds:.0f} s ({finished} of {total} "
+                        f"done); it stays queued on the server, so fetch its results later from {batch['url']}")
                 time.sleep(poll_seconds)
 
     def results_csv(self, batch: dict) -> str:

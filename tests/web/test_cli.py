@@ -132,6 +132,17 @@ def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, work
     assert db.session.get(Batch, batch_id).status == "done"
 
 
+def test_submit_stops_waiting_when_nothing_finishes_and_says_where_the_batch_is(app, live_server, hospital):
+    _, key = hospital  # no worker runs here, so the batch never moves
+    env = {**os.environ, "MELANOMA_SERVER": live_server, "MELANOMA_API_KEY": key}
+    result = subprocess.run([*MELANOMA_CLI, "submit", str(dataset_images("nevus", 1)[0]), "--wait",
+                             "--stall-minutes", "0.05"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0 and "no image finished in 3 s (0 of 1 done)" in result.stderr
+    assert "stays queued on the server" in result.stderr
+    assert db.session.scalar(db.select(Batch.status)) == "queued"
+
+
 def test_the_streamed_upload_body_is_multipart_the_api_reads_file_for_file(client, hospital, tmp_path):
     _, key = hospital
     files = []
