@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from model_quality import assignment_cnn, forward
+from model_quality import assignment_cnn, forward, multiply_adds
 from PIL import Image
 
 from web.config import DEFAULT_MODEL_DIR, Config
@@ -68,6 +68,7 @@ def measure(model_dir: Path, runtime: str, files: list[bytes], batch: int, repea
         classifier.predict(arrays, batch_size=batch)
         done = time.perf_counter()
         runs.append({"runtime": classifier.runtime, "input_size": classifier.input_size,
+                     "multiply_adds": multiply_adds(classifier.model),
                      "decode": len(files) / (decoded - start),
                      "predict": len(files) / (done - decoded), "both": len(files) / (done - start)})
     return runs
@@ -103,17 +104,19 @@ def main() -> None:
         files = as_photographs(files, args.photo_size)
     print(f"{args.images} images{f' of {args.photo_size}' if args.photo_size else ''}, batches of {args.batch}, "
           f"{os.cpu_count()} cores; images a second")
-    print(f"{'model':32s}{'input':>7s}{'decode':>9s}{'predict':>9s}{'both':>9s}  runtime")
+    print(f"{'model':32s}{'input':>7s}{'M mult-adds':>12s}{'decode':>9s}{'predict':>9s}{'both':>9s}  runtime")
     for model_dir in args.models:
         for runtime in args.runtime:
             for run in measure(model_dir, runtime, files, args.batch, args.repeats):
-                print(f"{model_dir.name:32s}{run['input_size']:>7d}{run['decode']:>9.0f}{run['predict']:>9.0f}"
-                      f"{run['both']:>9.0f}  {run['runtime']}")
+                print(f"{model_dir.name:32s}{run['input_size']:>7d}{run['multiply_adds'] / 1e6:>12.0f}"
+                      f"{run['decode']:>9.0f}{run['predict']:>9.0f}{run['both']:>9.0f}  {run['runtime']}")
     if args.assignment_cnn:
+        arithmetic = multiply_adds(assignment_cnn()) / 1e6
         for runtime in args.runtime:
             chosen = chosen_runtime(runtime)
             for speed in measure_assignment_cnn(chosen, args.images, args.batch, args.repeats):
-                print(f"{'assignment CNN (network only)':32s}{180:>7d}{'':>9s}{speed:>9.0f}{'':>9s}  {chosen}")
+                print(f"{'assignment CNN (network only)':32s}{180:>7d}{arithmetic:>12.0f}{'':>9s}{speed:>9.0f}"
+                      f"{'':>9s}  {chosen}")
 
 
 if __name__ == "__main__":

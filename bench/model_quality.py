@@ -54,6 +54,24 @@ def assignment_cnn(input_size: int = 180) -> keras.Model:
     ], name="assignment_cnn")
 
 
+def multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds an image through the convolutions and dense layers (nested models included): the
+    arithmetic that bounds speed on a CPU. Preprocessing, pooling and activations are not counted."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_adds(layer)
+        elif isinstance(layer, layers.DepthwiseConv2D):
+            height, width, channels = layer.output.shape[1:]
+            total += height * width * channels * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, layers.Conv2D):
+            height, width, channels = layer.output.shape[1:]
+            total += height * width * channels * layer.kernel_size[0] * layer.kernel_size[1] * layer.input.shape[-1]
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)
+
+
 def forward(model: keras.Model, runtime: str):
     """The network alone under the runtime ("keras" or "litert"), called on a float batch."""
     return litert.LiteModel(litert.convert(model)) if runtime == "litert" else compiled_forward(model)
@@ -119,8 +137,8 @@ def run_baseline(split: data.Split, out_dir: Path, epochs: int) -> dict:
                                                             verbose=0), split.test)
     return {**result, "training_seconds": training_seconds, "images_per_second": images_per_second(model, 180),
             "images_per_second_litert": images_per_second(model, 180, "litert"),
-            "parameters": model.count_params(), "size_mb": path.stat().st_size / 1e6,
-            "test_images": len(parts["test"][1])}
+            "parameters": model.count_params(), "multiply_adds": multiply_adds(model),
+            "size_mb": path.stat().st_size / 1e6, "test_images": len(parts["test"][1])}
 
 
 def run_project(data_dir: Path, test_split: list[data.Example], out_dir: Path, epochs: int) -> dict:
@@ -139,7 +157,8 @@ def run_project(data_dir: Path, test_split: list[data.Example], out_dir: Path, e
         "ece": test["ece"], "threshold": card["alert_threshold"], "training_seconds": training_seconds,
         "images_per_second": images_per_second(classifier.model, card["input_size"]),
         "images_per_second_litert": images_per_second(classifier.model, card["input_size"], "litert"),
-        "parameters": classifier.model.count_params(), "size_mb": artifact.stat().st_size / 1e6,
+        "parameters": classifier.model.count_params(), "multiply_adds": multiply_adds(classifier.model),
+        "size_mb": artifact.stat().st_size / 1e6,
         "test_images": test["images"],
     }
 
@@ -171,7 +190,8 @@ def main() -> None:
             ("alert threshold", "threshold", "{:.3f}"), ("training time (s)", "training_seconds", "{:.0f}"),
             ("inference images/s (b=64)", "images_per_second", "{:.0f}"),
             ("  the same through LiteRT", "images_per_second_litert", "{:.0f}"), ("parameters", "parameters", "{:,}"),
-            ("model size (MB)", "size_mb", "{:.1f}"), ("test images", "test_images", "{}")]
+            ("multiply-adds an image", "multiply_adds", "{:,}"), ("model size (MB)", "size_mb", "{:.1f}"),
+            ("test images", "test_images", "{}")]
     print(f"\n{'':28s}{'assignment CNN':>16s}{'project model':>16s}   ({os.cpu_count()} cores)")
     for label, key, form in rows:
         print(f"{label:28s}" + "".join(f"{form.format(results[name][key]):>16s}" for name in results))

@@ -23,6 +23,30 @@ def test_model_quality_bench_trains_both_models_and_prints_the_table(tiny_datase
         assert figures["images_per_second_litert"] > 0
         assert figures["test_images"] == 9  # one a class from four a class
     assert results["project model"]["parameters"] < results["assignment CNN"]["parameters"]
+    assert "multiply-adds an image" in result.stdout
+    assert results["assignment CNN"]["multiply_adds"] == 334_523_008  # as counted by hand below
+
+
+def test_multiply_adds_are_counted_as_by_hand():
+    import importlib.util
+
+    import keras
+
+    spec = importlib.util.spec_from_file_location("model_quality", ROOT / "bench" / "model_quality.py")
+    model_quality = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec.loader.exec_module(model_quality)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    inner = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.DepthwiseConv2D(3, padding="same")])
+    tiny = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3, padding="same"), inner,
+                             keras.layers.Flatten(), keras.layers.Dense(3)])
+    # Conv2D: 4*4 outputs * 2 filters * 3*3*1 taps; depthwise: 4*4*2 * 3*3; Dense: 32 * 3.
+    assert model_quality.multiply_adds(tiny) == 288 + 288 + 96
+    # The course CNN at 180 px: three 3x3 convolutions at 180, 90 and 45 pixels, then 22*22*128 -> 128 -> 9.
+    course = 180 * 180 * 32 * 27 + 90 * 90 * 64 * 288 + 45 * 45 * 128 * 576 + 22 * 22 * 128 * 128 + 128 * 9
+    assert model_quality.multiply_adds(model_quality.assignment_cnn()) == course == 334_523_008
 
 
 @pytest.mark.parametrize("options", [["--runtime", "keras", "auto", "--assignment-cnn"],
@@ -38,8 +62,9 @@ def test_inference_speed_bench_decodes_and_predicts_with_the_shipped_model(tiny_
     # A CPU machine with ai-edge-litert installed (`make install`) serves with LiteRT when left to choose.
     expected = ["keras", "keras", "litert", "litert"] if "keras" in options else ["litert", "litert"]
     assert [run[-1] for run in runs] == expected
-    for input_size, decode, predict, both, _ in runs:
+    for input_size, multiply_adds, decode, predict, both, _ in runs:
         assert int(input_size) == shipped["input_size"] and 0 < float(both) <= min(float(decode), float(predict))
+        assert int(multiply_adds) > 0
     course = [line.split()[-2:] for line in result.stdout.splitlines() if line.startswith("assignment CNN")]
     assert [runtime for _, runtime in course] == (["keras", "keras", "litert", "litert"] if "keras" in options
                                                   else [])
