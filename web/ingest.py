@@ -24,19 +24,46 @@ ACCEPTED_FORMATS = {"JPEG", "PNG", "MPO"}
 
 @dataclass
 class Upload:
+    """One file of a batch. A file over the size limit is never read into memory: data is then empty, and
+    size and sha256 were measured on its stream."""
+
     filename: str
     data: bytes
+    size: int | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def from_stream(cls, filename: str, stream, max_bytes: int) -> "Upload":
+        stream.seek(0, io.SEEK_END)
+        size = stream.tell()
+        stream.seek(0)
+        if size <= max_bytes:
+            return cls(filename, stream.read())
+        digest = hashlib.sha256()
+        while chunk := stream.read(1024 * 1024):
+            digest.update(chunk)
+        return cls(filename, b"", size=size, sha256=digest.hexdigest())
+
+    @property
+    def byte_count(self) -> int:
+        return len(self.data) if self.size is None else self.size
+
+    @property
+    def digest(self) -> str:
+        return self.sha256 or hashlib.sha256(self.data).hexdigest()
 
 
-def check_image(data: bytes, max_bytes: int) -> str | None:
+def check_image(data: bytes, max_bytes: int, size: int | None = None) -> str | None:
     """A cheap look at the header: the reason the file cannot be classified, or None if it looks fine.
 
-    The worker decodes fully and rejects what only a full decode finds (a truncated JPEG, say).
+    size is the file's size when data was not read (over the limit). The worker decodes fully and rejects
+    what only a full decode finds (a truncated JPEG, say).
     """
-    if not data:
+    size = len(data) if size is None else size
+    if not size:
         return "empty file"
-    if len(data) > max_bytes:
-        return f"file is {len(data) // (1024 * 1024)} MB, over the {max_bytes // (1024 * 1024)} MB limit"
+    if size > max_bytes:
+        return f"file is {size // (1024 * 1024)} MB, over the {max_bytes // (1024 * 1024)} MB limit"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
@@ -69,8 +96,7 @@ def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key:
     if idempotency_key:
         existing = _batch_for_key(hospital.id, idempotency_key)
         if existing:
-            return _replay(existing, [(upload.filename, hashlib.sha256(upload.data).hexdigest())
-                                      for upload in uploads]), False
+            return _replay(existing, [(upload.filename, upload.digest) for upload in uploads]), False
     config = current_app.config
     store = ImageStore(config["STORAGE_DIR"])
     max_bytes = config["MAX_FILE_MB"] * 1024 * 1024
@@ -79,10 +105,10 @@ def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key:
     sent = []
     for upload in uploads:
         batch.image_count += 1
-        reason = check_image(upload.data, max_bytes)
-        image = Image(batch=batch, hospital_id=hospital.id, filename=upload.filename, size_bytes=len(upload.data))
+        reason = check_image(upload.data, max_bytes, upload.size)
+        image = Image(batch=batch, hospital_id=hospital.id, filename=upload.filename, size_bytes=upload.byte_count)
         if reason:
-            image.sha256 = hashlib.sha256(upload.data).hexdigest()
+            image.sha256 = upload.digest
             image.status, image.rejection_reason = ImageStatus.REJECTED, reason
         else:
             image.sha256, image.storage_path = store.put(upload.data)

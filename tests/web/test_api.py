@@ -260,6 +260,24 @@ def test_an_upload_over_the_size_limit_is_a_413_with_a_message(app, client, hosp
     assert response.status_code == 413 and "error" in response.get_json()
 
 
+def test_a_file_over_the_per_file_limit_is_rejected_unread_and_the_rest_of_the_batch_goes_on(app, client, hospital):
+    import hashlib
+
+    from web.ingest import Upload
+
+    _, key = hospital
+    app.config["MAX_FILE_MB"] = 1
+    big = make_png() + b"x" * (1024 * 1024)
+    response = upload(client, key, [("big.png", big), ("small.png", make_png())])
+    assert response.status_code == 202
+    images = sorted(db.session.get(Batch, response.get_json()["id"]).images, key=lambda image: image.filename)
+    assert [(image.filename, image.status) for image in images] == [("big.png", "rejected"), ("small.png", "queued")]
+    assert images[0].rejection_reason == "file is 1 MB, over the 1 MB limit"
+    assert images[0].size_bytes == len(big) and images[0].sha256 == hashlib.sha256(big).hexdigest()
+    unread = Upload.from_stream("big.png", io.BytesIO(big), 1024 * 1024)
+    assert unread.data == b"" and unread.byte_count == len(big) and unread.digest == hashlib.sha256(big).hexdigest()
+
+
 def test_odd_ids_limits_and_filenames_answer_4xx_or_work_never_500(client, hospital):
     _, key = hospital
     headers = {"X-API-Key": key}

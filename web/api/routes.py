@@ -53,7 +53,9 @@ def create_batch_view():
     key = request.headers.get("Idempotency-Key", "").strip() or None
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
-    uploads = (Upload(filename=_clean_filename(storage.filename, index), data=storage.read())
+    # A file over MAX_FILE_MB is measured and hashed on its stream, never read into memory, and rejected.
+    max_bytes = current_app.config["MAX_FILE_MB"] * 1024 * 1024
+    uploads = (Upload.from_stream(_clean_filename(storage.filename, index), storage.stream, max_bytes)
                for index, storage in enumerate(files, start=1))
     try:
         batch, created = create_batch(g.hospital, uploads, idempotency_key=key)
