@@ -284,7 +284,11 @@ def test_odd_ids_limits_and_filenames_answer_4xx_or_work_never_500(client, hospi
     for path in ("/api/v1/batches/99999999999999999999", "/api/v1/batches/99999999999999999999/results",
                  "/api/v1/alerts/99999999999999999999/heatmap"):
         assert client.get(path, headers=headers).status_code == 404
-    assert client.get("/api/v1/batches?limit=-1", headers=headers).status_code == 200
+    for query in ("limit=-1", "limit=0", "limit=abc", "limit=501", "before=0", "before=99999999999999999999"):
+        answer = client.get(f"/api/v1/batches?{query}", headers=headers)
+        assert answer.status_code == 400 and query.split("=")[0] in answer.get_json()["error"], query
+    for query in ("limit=5001", "offset=-1", "limit=1.5"):
+        assert client.get(f"/api/v1/alerts?{query}", headers=headers).status_code == 400, query
     response = upload(client, key, [("bad\x00name\t.png", make_png())])
     body = response.get_json()
     assert response.status_code == 202, body
@@ -303,6 +307,35 @@ def test_a_file_name_that_is_not_utf8_gets_an_error_that_says_so(client, hospita
                            content_type=f"multipart/form-data; boundary={boundary}")
     assert response.status_code == 400 and "UTF-8" in response.get_json()["error"]
     assert db.session.scalar(db.select(db.func.count(Batch.id))) == 0
+
+
+def test_batches_and_alerts_page_through_everything_with_next(client, hospital):
+    _, key = hospital
+    headers = {"X-API-Key": key}
+    ids = [upload(client, key, [(f"{i}.png", make_png(colour=(i, 1, 1)))]).get_json()["id"] for i in range(5)]
+    seen, url = [], "/api/v1/batches?limit=2"
+    while url:
+        page = client.get(url, headers=headers).get_json()
+        assert len(page["batches"]) <= 2
+        seen += [batch["id"] for batch in page["batches"]]
+        url = page["next"]
+    assert seen == sorted(ids, reverse=True)
+    version = ModelVersion(name="test", version="1", artifact_path="x", artifact_sha256="0" * 64,
+                           class_names=["melanoma"], input_size=32, alert_threshold=0.5)
+    for batch_id, probability in zip(ids, (0.6, 0.9, 0.7, 0.8, 0.95), strict=True):
+        image = db.session.get(Batch, batch_id).images[0]
+        prediction = Prediction(image_id=image.id, model_version=version, probabilities={"melanoma": probability},
+                                predicted_class="melanoma", melanoma_probability=probability)
+        db.session.add(Alert(prediction=prediction, hospital_id=image.hospital_id,
+                             melanoma_probability=probability, threshold=0.5))
+    db.session.commit()
+    seen, url = [], "/api/v1/alerts?limit=2"
+    while url:
+        page = client.get(url, headers=headers).get_json()
+        assert page["total"] == 5 and len(page["alerts"]) <= 2
+        seen += [alert["melanoma_probability"] for alert in page["alerts"]]
+        url = page["next"]
+    assert seen == [0.95, 0.9, 0.8, 0.7, 0.6]
 
 
 def test_the_heatmap_of_another_hospitals_alert_answers_404(client, hospital):

@@ -72,14 +72,34 @@ def _clean_filename(name: str | None, index: int) -> str:
     return cleaned[:500] or f"file-{index}"
 
 
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high]; anything else is a 400 that says so."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
 @bp.get("/batches")
 @require_api_key
 def list_batches():
-    limit = max(1, min(request.args.get("limit", 50, type=int) or 50, 500))
+    """Newest first, `limit` at a time (at most 500); `next` is the URL of the older ones."""
+    limit = _int_arg("limit", 50, 1, 500)
+    before = _int_arg("before", MAX_ID, 1, MAX_ID)
     batches = db.session.scalars(
-        db.select(Batch).where(Batch.hospital_id == g.hospital.id).order_by(Batch.id.desc()).limit(limit)
+        db.select(Batch).where(Batch.hospital_id == g.hospital.id, Batch.id < before)
+        .order_by(Batch.id.desc()).limit(limit + 1)
     ).all()
-    return {"batches": [batch_json(batch) for batch in batches]}
+    more = len(batches) > limit
+    batches = batches[:limit]
+    return {"batches": [batch_json(batch) for batch in batches],
+            "next": url_for("api.list_batches", limit=limit, before=batches[-1].id, _external=True) if more else None}
 
 
 @bp.get("/batches/<int:batch_id>")
@@ -128,14 +148,25 @@ def get_results(batch_id: int):
 @bp.get("/alerts")
 @require_api_key
 def list_alerts():
+    """Highest melanoma probability first, `limit` at a time (default 1000, at most 5000); `total` counts
+    them all and `next` is the URL of the rest."""
     status = request.args.get("status", AlertStatus.OPEN)
     if status not in (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED):
         raise ApiError(400, f"unknown alert status {status!r}; use open, acknowledged or resolved")
+    limit = _int_arg("limit", 1000, 1, 5000)
+    offset = _int_arg("offset", 0, 0, MAX_ID)
+    where = (Alert.hospital_id == g.hospital.id, Alert.status == status)
+    total = db.session.scalar(db.select(db.func.count(Alert.id)).where(*where))
     alerts = db.session.scalars(
-        db.select(Alert).where(Alert.hospital_id == g.hospital.id, Alert.status == status)
-        .order_by(Alert.melanoma_probability.desc(), Alert.id)
+        db.select(Alert).where(*where).order_by(Alert.melanoma_probability.desc(), Alert.id)
+        .offset(offset).limit(limit)
+        .options(selectinload(Alert.prediction).selectinload(Prediction.image),
+                 selectinload(Alert.prediction).selectinload(Prediction.model_version))
     ).all()
-    return {"alerts": [alert_json(alert) for alert in alerts]}
+    more = offset + len(alerts) < total
+    return {"alerts": [alert_json(alert) for alert in alerts], "total": total,
+            "next": url_for("api.list_alerts", status=status, limit=limit, offset=offset + limit, _external=True)
+            if more else None}
 
 
 @bp.get("/alerts/<int:alert_id>/heatmap")
