@@ -21,6 +21,7 @@ class ServingModel:
     input_size: int
     alert_threshold: float
     classifier: object  # worker.classifier.predictor.Classifier
+    artifact_sha256: str = ""
     quality_limits: QualityLimits = QualityLimits()  # from the card, read on every call; older cards lack some
 
 
@@ -34,7 +35,7 @@ def serving_model() -> ServingModel:
     global _current
     champion = ensure_champion(current_app.config["MODEL_DIR"])
     with _lock:
-        if _current is None or _current.version_id != champion.id:
+        if not _holds(_current, champion):
             _current = _load(champion)
         # The threshold may be recalibrated, and the card gain quality limits, without a new artifact.
         _current.alert_threshold = champion.alert_threshold
@@ -50,12 +51,17 @@ def version_model(version_id: int) -> ServingModel:
     if champion.version_id == version_id:
         return champion
     with _lock:
-        if _earlier is None or _earlier.version_id != version_id:
-            version = db.session.get(ModelVersion, version_id)
-            if version is None:
-                raise LookupError(f"model version {version_id} is not registered")
+        version = db.session.get(ModelVersion, version_id)
+        if version is None:
+            raise LookupError(f"model version {version_id} is not registered")
+        if not _holds(_earlier, version):
             _earlier = _load(version)
         return _earlier
+
+
+def _holds(model: ServingModel | None, version: ModelVersion) -> bool:
+    """Whether the loaded model is this version (the hash too: a restored database may reuse an id)."""
+    return model is not None and (model.version_id, model.artifact_sha256) == (version.id, version.artifact_sha256)
 
 
 def _load(version: ModelVersion) -> ServingModel:
@@ -71,4 +77,4 @@ def _load(version: ModelVersion) -> ServingModel:
                             cache_dir=current_app.config["MODEL_CACHE_DIR"])
     log.info("serving %s with %s", version.label, classifier.runtime)
     return ServingModel(version.id, version.label, list(version.class_names), version.input_size,
-                        version.alert_threshold, classifier)
+                        version.alert_threshold, classifier, artifact_sha256=version.artifact_sha256)

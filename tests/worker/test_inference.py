@@ -279,6 +279,27 @@ def test_a_heatmap_is_drawn_by_the_model_that_raised_the_alert_after_another_is_
     assert drawn_again == drawn_by_its_model
 
 
+def test_a_champion_that_cannot_be_loaded_leaves_images_queued_with_the_reason(app):
+    from web.config import DEFAULT_MODEL_DIR
+
+    batch = _batch(_real_images(2))
+    ids = [image.id for image in batch.images]
+    broken = ModelVersion(name="melanoma-cnn", version="tampered", artifact_path=str(DEFAULT_MODEL_DIR / "model.keras"),
+                          artifact_sha256="f" * 64, class_names=["melanoma"], input_size=32, alert_threshold=0.5)
+    db.session.add(broken)
+    broken.promote()
+    db.session.commit()
+    import celery.exceptions
+
+    with pytest.raises(celery.exceptions.MaxRetriesExceededError):  # eager: its retries run here, then it stops
+        _run_task(app, ids)
+    db.session.expire_all()
+    for image_id in ids:  # nothing failed for the server's fault: the sweep sends them again later
+        image = db.session.get(Image, image_id)
+        assert image.status == "queued" and image.attempts == 0
+        assert "does not match the registered hash" in image.rejection_reason
+
+
 def champion_threshold_zero(app, ids):
     """Classify with every image alerting, so alert paths run whatever the model says."""
     _run_task(app, ids[:0])
