@@ -347,6 +347,14 @@ def test_the_heatmap_of_another_hospitals_alert_answers_404(client, hospital):
     assert client.get(f"/api/v1/alerts/{alert_id}/heatmap", headers={"X-API-Key": other_key}).status_code == 404
     waiting = client.get(f"/api/v1/alerts/{alert_id}/heatmap", headers={"X-API-Key": key})
     assert waiting.status_code == 404 and "not drawn yet" in waiting.get_json()["error"]
+    # A heatmap whose file went missing is forgotten, so the sweep for alerts without one draws it again.
+    db.session.execute(db.update(Alert).values(heatmap_path="00/00/gone", heatmap_attempts=1))
+    db.session.commit()
+    lost = client.get(f"/api/v1/alerts/{alert_id}/heatmap", headers={"X-API-Key": key})
+    assert lost.status_code == 404 and "will be drawn again" in lost.get_json()["error"]
+    db.session.expire_all()
+    assert db.session.get(Alert, alert_id).heatmap_path is None
+    assert db.session.get(Alert, alert_id).heatmap_attempts == 0
 
 
 def test_simultaneous_uploads_with_one_idempotency_key_make_one_batch(live_server, hospital):
