@@ -1,6 +1,6 @@
 """Train the common assignment CNN and the project's model on the same audited split; print them side by side.
 
-    .venv/bin/python bench/model_quality.py [--data DIR] [--out DIR] [--baseline-epochs 20] [--epochs 14]
+    .venv/bin/python bench/model_quality.py [--data DIR] [--out DIR] [--baseline-epochs 20] [--epochs 18]
 
 Both are judged on the same held-out test split (the project's audit, split and seed), with the alert
 threshold chosen on validation for 0.90 melanoma sensitivity. Inference speed is images a second for

@@ -285,7 +285,7 @@ def audit(data_dir, against, out):
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False),
               help="A new folder for the model (default instance/models/<UTC date-time>); never one with a model.")
-@click.option("--epochs", type=int, default=None, help="Default 14 for efficientnet_lite0, 30 for small.")
+@click.option("--epochs", type=int, default=None, help="Default 18 for efficientnet_lite0, 30 for small.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--target-sensitivity", default=0.90, show_default=True, type=float)
 @click.option("--backbone", type=click.Choice(["small", "efficientnet_lite0"]), default="efficientnet_lite0",

@@ -97,11 +97,12 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # and low-resolution pictures fell to 0.72 at seed 2. The worst change lost more than 0.01, so by the same rule
 # it is not adopted; it is the first candidate to test again on more seeds. Seeds 3 and 4 of both (the same
 # day) made it pass over seeds 0-4, 18 against 14: split 0.886 (0.875), archive 0.810 (0.788), swapped 0.805
-# (0.794), worst change 0.786 (0.793), balanced accuracy 0.552 (0.543). Adopting it means shipping a model of
-# that recipe, and its seed 0 is behind the shipped model with colours swapped (0.805 against 0.826) and
-# under blur (0.814 against 0.841), so the choice of the model to ship is left to a session with time for it.
+# (0.794), worst change 0.786 (0.793), balanced accuracy 0.552 (0.543), so 18 is the default. No 18-epoch
+# model is shipped yet: seed 0 on two machines gave split 0.896 and 0.909, archive 0.879 and 0.884, swapped
+# 0.805 and 0.826, worst change 0.814 and 0.823 (the shipped 14-epoch model: 0.900, 0.845, 0.826, 0.841), so
+# each lost more than 0.01 on the worst change against it.
 RECIPES = {
-    "efficientnet_lite0": {"epochs": 14, "input_size": 192, "augmentation": "rim", "style_mix": True,
+    "efficientnet_lite0": {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
                            "colour": "field-standardise"},
     "small": {"epochs": 30, "input_size": 128, "augmentation": "basic", "style_mix": False,
               "colour": "shades-of-grey"},
