@@ -56,6 +56,19 @@ def test_threshold_reaches_the_requested_sensitivity_on_a_known_distribution():
         threshold_for_sensitivity(np.zeros(3), np.ones(3), 0.9)
 
 
+def test_threshold_keeps_a_margin_so_rounding_loses_no_melanoma_it_was_set_to_keep():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.6, 0.2, 0.5, 0.3, 0.1])
+    threshold = threshold_for_sensitivity(labels, scores, 0.75)  # keeps three of four: 0.6 is the last one
+    assert threshold == pytest.approx(0.55)  # halfway to the next lower score, a benign lesion's 0.5
+    rounded = scores - 1e-5  # another runtime's probabilities, a little lower
+    assert sensitivity_specificity(labels, rounded, threshold) == (0.75, 1.0)
+    # Where the next lower score is closer than the tolerance, the melanoma keeps its margin.
+    close = np.array([0.9, 0.8, 0.6, 0.2, 0.59998, 0.3, 0.1])
+    assert threshold_for_sensitivity(labels, close, 0.75) == pytest.approx(0.6 - 1e-4)
+    assert threshold_for_sensitivity(np.array([1]), np.array([0.00005]), 1.0) == 0.0
+
+
 def test_decode_image_gives_the_input_size_whatever_the_source_size():
     for size in ((640, 480), (33, 200), (180, 180)):
         array = decode_image(make_png(*size), 96)

@@ -29,15 +29,23 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: in
     return float(np.mean(recalls))
 
 
-def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: float) -> float:
-    """The highest threshold whose sensitivity (scores >= threshold among positives) reaches target."""
+def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: float,
+                              tolerance: float = 1e-4) -> float:
+    """A threshold whose sensitivity (scores >= threshold among positives) reaches target, as high as that
+    allows: halfway between the last positive it must keep and the next lower score, and at least tolerance
+    below that positive. On the threshold itself a positive would be lost to any rounding difference between
+    runtimes (LiteRT agrees with Keras within 1e-4), so the stored threshold keeps a margin."""
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
-    positive_scores = np.sort(np.asarray(scores, dtype=float)[np.asarray(labels).astype(bool)])[::-1]
+    scores = np.asarray(scores, dtype=float)
+    positive_scores = np.sort(scores[np.asarray(labels).astype(bool)])[::-1]
     if len(positive_scores) == 0:
         raise ValueError("no positive examples: cannot choose a threshold for sensitivity")
     needed = int(np.ceil(target * len(positive_scores)))
-    return float(positive_scores[needed - 1])
+    kept = positive_scores[needed - 1]
+    lower = scores[scores < kept]
+    halfway = (kept + lower.max()) / 2 if lower.size else kept
+    return float(max(0.0, min(halfway, kept - tolerance)))
 
 
 def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
