@@ -252,6 +252,11 @@ def evaluate(model_dir, data_dir, split, out, perturb):
     if any(report.get(key) is not None for key in ("sharpness_floor", "illumination_floor", "overexposure_ceiling")):
         click.echo("flagged: share of images with a quality warning (blurred or low resolution, unevenly lit, "
                    "overexposed); sens+flag: share of melanomas alerted or flagged")
+    oracle = report["overall"].get("specificity_at_target_sensitivity")
+    if oracle:
+        click.echo(f"a threshold set on these images for sensitivity {oracle['target']:.2f} would give specificity "
+                   f"{oracle['specificity']:.3f} (sensitivity {oracle['sensitivity']:.3f}): the best the model "
+                   "can do here, against the stored threshold's above")
     click.echo(f"written to {out or Path(model_dir) / 'evaluation'}")
 
 

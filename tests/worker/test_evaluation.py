@@ -26,6 +26,12 @@ def test_evaluate_writes_figures_and_plots_for_the_test_split(tiny_dataset, tiny
     assert report["overall"]["quality"]["flagged"] < 0.5
     assert report["perturbations"]["blur"]["quality"]["melanomas_alerted_or_flagged"] == 1.0
     assert list(report["per_source"]) == ["unknown"]
+    # The best threshold for these images reaches the target and, where the stored one also does, is at
+    # least as specific.
+    oracle = overall["specificity_at_target_sensitivity"]
+    assert oracle["target"] == card["target_sensitivity"] and oracle["sensitivity"] >= oracle["target"]
+    if overall["melanoma_sensitivity"] >= oracle["target"]:
+        assert oracle["specificity"] >= overall["melanoma_specificity"]
     for plot in ("roc.png", "confusion_matrix.png", "reliability.png", "training_curves.png"):
         assert (tmp_path / plot).stat().st_size > 1000
     assert json.loads((tmp_path / "evaluation.json").read_text()) == report
@@ -49,6 +55,7 @@ def test_evaluate_command_prints_a_table(tiny_dataset, tiny_model, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "overall" in result.stdout and "mel.AUC" in result.stdout
+    assert "a threshold set on these images for sensitivity 0.90 would give specificity" in result.stdout
     # Four a class, less the picture filed under two classes.
     assert json.loads((tmp_path / "evaluation.json").read_text())["overall"]["images"] == 9 * 4 - 1
 

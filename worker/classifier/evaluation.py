@@ -15,6 +15,7 @@ from worker.classifier.metrics import (
     expected_calibration_error,
     roc_auc,
     sensitivity_specificity,
+    threshold_for_sensitivity,
 )
 from worker.classifier.network import MELANOMA
 from worker.classifier.predictor import load_classifier
@@ -130,6 +131,19 @@ def figures(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str
     }
 
 
+def _oracle_specificity(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str],
+                        target: float) -> dict | None:
+    """The specificity a threshold set on these very images for the target sensitivity would give: the best
+    the model can do here. Its gap to the stored threshold's specificity is the threshold's estimation error."""
+    is_melanoma = labels == class_names.index(MELANOMA)
+    if not is_melanoma.any() or is_melanoma.all():
+        return None
+    scores = probabilities[:, class_names.index(MELANOMA)]
+    threshold = threshold_for_sensitivity(is_melanoma, scores, target)
+    sensitivity, specificity = sensitivity_specificity(is_melanoma, scores, threshold)
+    return {"target": target, "sensitivity": sensitivity, "specificity": specificity}
+
+
 def quality_figures(arrays: list[np.ndarray], probabilities: np.ndarray, labels: np.ndarray,
                     class_names: list[str], threshold: float, limits: QualityLimits) -> dict:
     """How the quality checks serve these images: the share they flag, and the share of melanomas that
@@ -180,6 +194,8 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
         return probabilities, result
 
     probabilities, overall = judge(pictures, keys=None)
+    overall["specificity_at_target_sensitivity"] = _oracle_specificity(
+        probabilities, labels, class_names, card.get("target_sensitivity", 0.90))
     report = {
         "model": f"{card['name']}:{card['version']}",
         "data_dir": str(data_dir),
