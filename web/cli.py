@@ -324,7 +324,8 @@ def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size,
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]
     click.echo(f"model written to {out}: test balanced accuracy {test['balanced_accuracy']:.3f}, "
-               f"melanoma AUC {test['melanoma_auc']:.3f}, alert threshold {card['alert_threshold']:.4f}")
+               f"melanoma AUC {test['melanoma_auc']:.3f}, alert threshold {card['alert_threshold']:.4f}, "
+               f"trained in {card['training']['seconds']:.0f} s")
     click.echo(f"serve it with: melanoma models register {out} --promote")
 
 

@@ -269,6 +269,7 @@ def test_training_on_a_tiny_dataset_writes_a_model_that_reloads_with_the_same_ou
     assert (model_dir / "audit.json").is_file() and (model_dir / "history.json").is_file()
     assert json.loads((model_dir / "card.json").read_text()) == card
     assert card["sharpness_floor"] > 0  # the tiny pictures are noise: sharp
+    assert card["training"]["seconds"] > 0  # how long it took, for the 20-minute budget on the real data
     loaded_card, artifact = read_card(model_dir)
     classifier = Classifier(str(artifact), loaded_card["class_names"], loaded_card["input_size"])
     # The temperature fitted on validation travels inside the served model.

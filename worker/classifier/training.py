@@ -6,6 +6,7 @@ metrics, training data hash, date), which the registry and the workers read.
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -156,6 +157,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
         # A registered model is served only while its artifact keeps its hash: never write over one.
         raise ValueError(f"{out_dir} already holds a model; models are never overwritten, choose a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -240,6 +242,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
             "colour": colour,
             "seed": seed,
             "parameters": int(model.count_params()),
+            "seconds": round(time.monotonic() - started, 1),  # audit to saved artifact, on this machine
         },
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
