@@ -135,10 +135,11 @@ def _oracle_specificity(probabilities: np.ndarray, labels: np.ndarray, class_nam
                         target: float) -> dict | None:
     """The specificity a threshold set on these very images for the target sensitivity would give: the best
     the model can do here. Its gap to the stored threshold's specificity is the threshold's estimation error."""
-    is_melanoma = labels == class_names.index(MELANOMA)
+    melanoma = class_names.index(MELANOMA)
+    is_melanoma = labels == melanoma
     if not is_melanoma.any() or is_melanoma.all():
         return None
-    scores = probabilities[:, class_names.index(MELANOMA)]
+    scores = probabilities[:, melanoma]
     threshold = threshold_for_sensitivity(is_melanoma, scores, target)
     sensitivity, specificity = sensitivity_specificity(is_melanoma, scores, threshold)
     return {"target": target, "sensitivity": sensitivity, "specificity": specificity}
