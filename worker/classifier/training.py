@@ -86,6 +86,8 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 RECIPES = {
     "efficientnet_lite0": {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
                            "colour": "field-standardise"},
+    "efficientnet_lite1": {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
+                           "colour": "field-standardise"},
     "small": {"epochs": 30, "input_size": 128, "augmentation": "basic", "style_mix": False,
               "colour": "shades-of-grey"},
 }
@@ -160,7 +162,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
         phases = [(epochs, learning_rate, 0)]
     else:
         features = model.get_layer(backbone)
-        load_imagenet_weights(features, load_state_dict(imagenet_weights_file()))
+        load_imagenet_weights(features, load_state_dict(imagenet_weights_file(backbone)))
         # First the new head alone on frozen ImageNet features, then the whole network gently; batch
         # normalisation stays frozen, as its statistics cannot be re-estimated from a few hundred images.
         head_epochs = min(HEAD_EPOCHS, epochs)
