@@ -82,8 +82,8 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # 0.871, archive 0.721, swapped 0.771 (0.895, 0.818, 0.818 without); it underfits in 14 epochs.
 # Fine-tuning warms up over its first epoch and Lite0 trains 18 epochs; those trials, and the ones not
 # adopted since (180 px, fine-tuning at 5e-4, 12 epochs, weight averaging, mixup, blur or low resolution,
-# weight decay 5e-2, early stages frozen), are recorded with their figures in worker/classifier/TRIALS.md.
-# Lite1 trains Lite0's recipe; whether it should be the default is a trial recorded there too.
+# weight decay 5e-2, early stages frozen, Lite1 as the default), are recorded with their figures in
+# worker/classifier/TRIALS.md. Lite1 trains Lite0's recipe.
 RECIPES = {
     "efficientnet_lite0": {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
                            "colour": "field-standardise"},
