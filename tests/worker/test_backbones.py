@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from worker.classifier.backbones import (
-    efficientnet_lite0,
+    efficientnet_lite,
     fold_batch_norm,
     imagenet_weights_file,
     load_imagenet_weights,
@@ -66,7 +66,7 @@ def test_legacy_file_reads_every_lite0_parameter(state):
 def test_converted_layers_compute_what_the_pytorch_layers_compute(state):
     import keras
 
-    backbone = efficientnet_lite0(32)
+    backbone = efficientnet_lite("efficientnet_lite0", 32)
     load_imagenet_weights(backbone, state)
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
@@ -87,7 +87,7 @@ def test_converted_layers_compute_what_the_pytorch_layers_compute(state):
 def test_folding_batch_norm_keeps_the_outputs_and_drops_the_normalisation_layers(state):
     import keras
 
-    backbone = efficientnet_lite0(64)
+    backbone = efficientnet_lite("efficientnet_lite0", 64)
     load_imagenet_weights(backbone, state)  # ImageNet statistics: far from the identity
     folded = fold_batch_norm(backbone)
     assert not [layer for layer in folded.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -148,6 +148,6 @@ def test_lite1_takes_its_own_weights_and_is_served_folded_with_the_same_probabil
 
 
 def test_lite1_weights_do_not_load_into_lite0():
-    backbone = efficientnet_lite0(32)
+    backbone = efficientnet_lite("efficientnet_lite0", 32)
     with pytest.raises(ValueError, match="21 blocks"):
         load_imagenet_weights(backbone, load_state_dict(imagenet_weights_file("efficientnet_lite1")))

