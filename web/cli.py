@@ -252,6 +252,13 @@ def evaluate(model_dir, data_dir, split, out, perturb):
     if any(report.get(key) is not None for key in ("sharpness_floor", "illumination_floor", "overexposure_ceiling")):
         click.echo("flagged: share of images with a quality warning (blurred or low resolution, unevenly lit, "
                    "overexposed); sens+flag: share of melanomas alerted or flagged")
+    for name, figures in (("overall", report["overall"]), ("colours swapped", report.get("source_swap", {}))):
+        intervals = figures.get("intervals_95")
+        if intervals:
+            click.echo(f"95 % intervals, resampling these images ({name}): " + ", ".join(
+                f"{label} {intervals[key][0]:.3f}-{intervals[key][1]:.3f}" for key, label in
+                (("balanced_accuracy", "bal.acc"), ("melanoma_auc", "mel.AUC"), ("melanoma_sensitivity", "sens"),
+                 ("melanoma_specificity", "spec")) if key in intervals))
     oracle = report["overall"].get("specificity_at_target_sensitivity")
     if oracle:
         click.echo(f"a threshold set on these images for sensitivity {oracle['target']:.2f} would give specificity "

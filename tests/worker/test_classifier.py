@@ -24,6 +24,7 @@ from worker.classifier.images import (
 )
 from worker.classifier.metrics import (
     balanced_accuracy,
+    bootstrap_intervals,
     roc_auc,
     sensitivity_specificity,
     threshold_for_sensitivity,
@@ -67,6 +68,49 @@ def test_threshold_keeps_a_margin_so_rounding_loses_no_melanoma_it_was_set_to_ke
     close = np.array([0.9, 0.8, 0.6, 0.2, 0.59998, 0.3, 0.1])
     assert threshold_for_sensitivity(labels, close, 0.75) == pytest.approx(0.6 - 1e-4)
     assert threshold_for_sensitivity(np.array([1]), np.array([0.00005]), 1.0) == 0.0
+
+
+def _three_class_scores(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class 1 plays melanoma: its probability is higher, on average, where it is the true class."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], per_class)
+    logits = rng.normal(0.0, 1.0, (len(labels), 3))
+    logits[np.arange(len(labels)), labels] += 1.0
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return labels, probabilities
+
+
+def test_bootstrap_intervals_hold_the_measured_figure_and_narrow_with_more_images():
+    labels, probabilities = _three_class_scores(30, seed=1)
+    intervals = bootstrap_intervals(labels, probabilities, 1, threshold=0.4, draws=500)
+    positive = labels == 1
+    sensitivity, specificity = sensitivity_specificity(positive, probabilities[:, 1], 0.4)
+    measured = {"melanoma_auc": roc_auc(positive, probabilities[:, 1]), "melanoma_sensitivity": sensitivity,
+                "melanoma_specificity": specificity,
+                "balanced_accuracy": balanced_accuracy(labels, probabilities.argmax(axis=1), 3)}
+    assert set(intervals) == set(measured)
+    for name, value in measured.items():
+        low, high = intervals[name]
+        assert low <= value <= high and high - low > 0.02
+    # Nine times the images: the intervals narrow about three times.
+    many_labels, many_probabilities = _three_class_scores(270, seed=2)
+    narrow = bootstrap_intervals(many_labels, many_probabilities, 1, threshold=0.4, draws=500)
+    for name, (low, high) in intervals.items():
+        assert narrow[name][1] - narrow[name][0] < (high - low) / 2
+    assert bootstrap_intervals(labels, probabilities, 1, 0.3, draws=50, seed=7) == \
+        bootstrap_intervals(labels, probabilities, 1, 0.3, draws=50, seed=7)
+
+
+def test_bootstrap_intervals_on_hand_computed_cases():
+    # Two melanomas, one above the threshold: a draw holds it twice, once or not at all (1/4, 1/2, 1/4), so
+    # the sensitivity's 95 % interval runs from 0 to 1. Every draw ranks the melanomas over the benign lesions.
+    labels = np.array([1, 1, 0, 0, 0])
+    probabilities = np.array([[0.1, 0.9], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.9, 0.1]])
+    intervals = bootstrap_intervals(labels, probabilities, 1, threshold=0.5, draws=400)
+    assert intervals["melanoma_sensitivity"] == [0.0, 1.0]
+    assert intervals["melanoma_auc"] == [1.0, 1.0] and intervals["melanoma_specificity"] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_intervals(labels, probabilities, 1, 0.5, level=95)
 
 
 def test_decode_image_gives_the_input_size_whatever_the_source_size():

@@ -32,9 +32,34 @@ def test_evaluate_writes_figures_and_plots_for_the_test_split(tiny_dataset, tiny
     assert oracle["target"] == card["target_sensitivity"] and oracle["sensitivity"] >= oracle["target"]
     if overall["melanoma_sensitivity"] >= oracle["target"]:
         assert oracle["specificity"] >= overall["melanoma_specificity"]
+    # Each headline figure comes with the interval a split this small leaves it.
+    for name, (low, high) in overall["intervals_95"].items():
+        assert low <= overall[name] <= high
     for plot in ("roc.png", "confusion_matrix.png", "reliability.png", "training_curves.png"):
         assert (tmp_path / plot).stat().st_size > 1000
     assert json.loads((tmp_path / "evaluation.json").read_text()) == report
+
+
+def test_evaluate_swaps_the_sources_colours_where_file_names_tell_two_sources(tiny_model, tmp_path):
+    from PIL import Image
+
+    from worker.classifier.evaluation import evaluate
+
+    model_dir, card = tiny_model
+    data_dir, rng = tmp_path / "Train", np.random.default_rng(3)
+    for index, name in enumerate(card["class_names"]):
+        (data_dir / name).mkdir(parents=True)
+        for copy in range(3):
+            # Melanomas and nevi as the older archive's identifiers, the rest as HAM10000's, each source its tint.
+            number = 100 + 10 * index + copy if name in ("melanoma", "nevus") else 25000 + 10 * index + copy
+            pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            pixels[..., 0 if number < 24306 else 2] = 220
+            Image.fromarray(pixels).save(data_dir / name / f"ISIC_{number:07d}.png")
+    report = evaluate(model_dir, data_dir, split="all", out_dir=tmp_path / "evaluation")
+    assert set(report["per_source"]) == {"HAM10000", "ISIC archive"}
+    swapped = report["source_swap"]
+    assert swapped["intervals_95"]["melanoma_auc"][0] <= swapped["melanoma_auc"] <= \
+        swapped["intervals_95"]["melanoma_auc"][1]
 
 
 def test_evaluate_refuses_a_test_split_of_data_the_model_never_saw(tiny_model, tmp_path):
@@ -56,6 +81,7 @@ def test_evaluate_command_prints_a_table(tiny_dataset, tiny_model, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "overall" in result.stdout and "mel.AUC" in result.stdout
     assert "a threshold set on these images for sensitivity 0.90 would give specificity" in result.stdout
+    assert "95 % intervals, resampling these images (overall): bal.acc" in result.stdout
     # Four a class, less the picture filed under two classes.
     assert json.loads((tmp_path / "evaluation.json").read_text())["overall"]["images"] == 9 * 4 - 1
 

@@ -12,6 +12,7 @@ from worker.classifier import data
 from worker.classifier.images import QualityLimits, decode_image, measure_quality, quality_warning
 from worker.classifier.metrics import (
     balanced_accuracy,
+    bootstrap_intervals,
     expected_calibration_error,
     roc_auc,
     sensitivity_specificity,
@@ -197,6 +198,9 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
     probabilities, overall = judge(pictures, keys=None)
     overall["specificity_at_target_sensitivity"] = _oracle_specificity(
         probabilities, labels, class_names, card.get("target_sensitivity", 0.90))
+    # A test split holds a few dozen melanomas: its figures are estimates, and a target or another model's
+    # figure inside these intervals is not told apart by this split.
+    overall["intervals_95"] = bootstrap_intervals(labels, probabilities, class_names.index(MELANOMA), threshold)
     report = {
         "model": f"{card['name']}:{card['version']}",
         "data_dir": str(data_dir),
@@ -216,7 +220,9 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
         # source. A model that reads the source instead of the lesion loses its melanomas here.
         swapped = swap_sources(pictures, sources)
         if swapped is not None:
-            report["source_swap"] = judge(swapped)[1]
+            swapped_probabilities, report["source_swap"] = judge(swapped)
+            report["source_swap"]["intervals_95"] = bootstrap_intervals(
+                labels, swapped_probabilities, class_names.index(MELANOMA), threshold)
     out_dir = Path(out_dir or Path(model_dir) / "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVALUATION_NAME).write_text(json.dumps(report, indent=2) + "\n")

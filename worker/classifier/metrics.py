@@ -95,3 +95,32 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     scaled -= scaled.max(axis=1, keepdims=True)
     exponentials = np.exp(scaled)
     return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, melanoma: int, threshold: float,
+                        draws: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+    """Percentile intervals, over `draws` resamplings of the images, for the melanoma AUC, sensitivity and
+    specificity at the threshold (melanoma: its class index) and for balanced accuracy: how far a figure
+    measured on these few images could lie from the model's own. Each draw resamples within each true class, so it keeps
+    the class counts (a test split's 54 melanomas stay 54)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=float)
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    num_classes = probabilities.shape[1]
+    samples: dict[str, list[float]] = {"melanoma_auc": [], "melanoma_sensitivity": [], "melanoma_specificity": [],
+                                       "balanced_accuracy": []}
+    for _ in range(draws):
+        chosen = np.concatenate([rng.choice(members, size=len(members)) for members in by_class])
+        drawn_labels, drawn = labels[chosen], probabilities[chosen]
+        positive = drawn_labels == melanoma
+        sensitivity, specificity = sensitivity_specificity(positive, drawn[:, melanoma], threshold)
+        samples["melanoma_auc"].append(roc_auc(positive, drawn[:, melanoma]))
+        samples["melanoma_sensitivity"].append(sensitivity)
+        samples["melanoma_specificity"].append(specificity)
+        samples["balanced_accuracy"].append(balanced_accuracy(drawn_labels, drawn.argmax(axis=1), num_classes))
+    tail = (1.0 - level) / 2.0 * 100.0
+    return {name: [float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))]
+            for name, values in samples.items() if not np.isnan(values).any()}
