@@ -316,8 +316,13 @@ def audit(data_dir, against, out):
               help="standardise also evens out each image's exposure and contrast; field-standardise (default "
                    "for efficientnet_lite0) does it inside the dermatoscope's field of view, a black rim left out; "
                    "shades-of-grey (default for small) only evens out the colour cast.")
+@click.option("--loss", type=click.Choice(["class-weighted", "logit-adjusted"]), default=None,
+              help="class-weighted (the default): rare classes' images weigh more; logit-adjusted: every image "
+                   "weighs alike and the classes' log-priors shift the training logits. Over seeds 0-4 "
+                   "logit-adjusted was ahead in melanoma AUC and specificity, but not on seeds 3-4 alone, which "
+                   "were to confirm it (worker/classifier/TRIALS.md).")
 def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
-          colour):
+          colour, loss):
     """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
     from worker.classifier.training import recipe_defaults
     from worker.classifier.training import train as run_training
@@ -327,7 +332,8 @@ def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size,
         card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
                             **recipe_defaults(backbone, epochs=epochs, input_size=input_size,
-                                              augmentation=augmentation, style_mix=style_mix, colour=colour))
+                                              augmentation=augmentation, style_mix=style_mix, colour=colour,
+                                              loss=loss))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]

@@ -132,7 +132,8 @@ def retrain() -> int:
         train(data_dir, out_dir, backbone=backbone, seed=training.get("seed", 0), verbose=0,
               **recipe_defaults(backbone, epochs=training.get("epochs"),
                                 input_size=champion.input_size if champion else None,
-                                **{key: training.get(key) for key in ("augmentation", "style_mix", "colour")}))
+                                **{key: training.get(key)
+                                   for key in ("augmentation", "style_mix", "colour", "loss")}))
         return register_model(out_dir, promote=False, actor="schedule:retrain").id
     finally:
         db.session.remove()

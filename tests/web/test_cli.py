@@ -175,10 +175,12 @@ def test_submit_without_a_key_or_server_says_what_to_do(tmp_path):
     assert no_server.returncode != 0 and "cannot reach" in no_server.stderr
 
 
-def test_train_offers_every_augmentation_and_colour_the_pipeline_has():
+def test_train_offers_every_augmentation_colour_and_loss_the_pipeline_has():
     from worker.classifier.data import AUGMENTATIONS
     from worker.classifier.network import COLOUR_NORMALISATIONS
+    from worker.classifier.training import LOSSES
 
     options = {param.name: param for param in cli.commands["train"].params}
     assert set(options["augmentation"].type.choices) == set(AUGMENTATIONS)
     assert set(options["colour"].type.choices) == set(COLOUR_NORMALISATIONS)
+    assert set(options["loss"].type.choices) == set(LOSSES)

@@ -24,10 +24,11 @@ def tiny_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dataset, tmp_path_factory):
     """A model trained for one epoch on the tiny dataset: seconds, but every step of the real pipeline,
-    with the Lite0 recipe's style mix, rims and field-of-view standardisation (not the small backbone's)."""
+    with the Lite0 recipe's style mix, rims and field-of-view standardisation (not the small backbone's), and
+    the logit-adjusted loss (not the default)."""
     from worker.classifier.training import train
 
     out = tmp_path_factory.mktemp("tiny-model")
     card = train(tiny_dataset, out, epochs=1, seed=3, input_size=32, batch_size=8, style_mix=True,
-                 augmentation="rim", colour="field-standardise", verbose=0)
+                 augmentation="rim", colour="field-standardise", loss="logit-adjusted", verbose=0)
     return out, card

@@ -503,10 +503,40 @@ def test_recipe_defaults_take_only_the_values_given():
     from worker.classifier.training import RECIPES, recipe_defaults
 
     assert recipe_defaults("efficientnet_lite0") == RECIPES["efficientnet_lite0"]
-    changed = recipe_defaults("efficientnet_lite0", epochs=3, style_mix=False, colour=None)
-    assert changed == RECIPES["efficientnet_lite0"] | {"epochs": 3, "style_mix": False}
+    changed = recipe_defaults("efficientnet_lite0", epochs=3, style_mix=False, colour=None, loss="logit-adjusted")
+    assert changed == RECIPES["efficientnet_lite0"] | {"epochs": 3, "style_mix": False, "loss": "logit-adjusted"}
     with pytest.raises(ValueError, match="learning_rate"):
         recipe_defaults("small", learning_rate=0.1)
+
+
+def test_logit_adjusted_loss_is_the_crossentropy_of_the_log_probabilities_shifted_by_the_log_priors():
+    import tensorflow as tf
+
+    from worker.classifier.training import log_priors, logit_adjusted_loss
+
+    # Three classes, the last never seen in training: it takes the commonest class's prior, not log 0.
+    prior = log_priors(np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(prior, np.log([0.75, 0.25, 0.75]))
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.8, 0.1]], np.float32)
+    targets = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+    shifted = np.log(probabilities) + prior
+    adjusted = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    smoothed = targets * 0.95 + 0.05 / 3
+    expected = -(smoothed * np.log(adjusted)).sum(axis=1).mean()
+    loss = logit_adjusted_loss(prior)(tf.constant(targets), tf.constant(probabilities))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # The rare class's image costs more than under plain cross-entropy: its prior pulls its logit down.
+    assert float(logit_adjusted_loss(prior)(tf.constant(targets[:1]), tf.constant(probabilities[:1]))) > \
+        -(smoothed[0] * np.log(probabilities[0])).sum()
+
+
+def test_training_records_its_loss_and_refuses_an_unknown_one_before_writing(tiny_dataset, tiny_model, tmp_path):
+    from worker.classifier.training import train
+
+    assert tiny_model[1]["training"]["loss"] == "logit-adjusted"
+    with pytest.raises(ValueError, match="choose one of"):
+        train(tiny_dataset, tmp_path / "new", loss="focal")
+    assert not (tmp_path / "new").exists()
 
 
 def test_learning_rate_rises_over_the_warmup_then_decays_to_zero():

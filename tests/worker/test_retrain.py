@@ -22,7 +22,7 @@ def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny
     assert new.input_size == card["input_size"] and new.card["training"]["epochs"] == card["training"]["epochs"]
     # The champion's own recipe, not the small backbone's defaults.
     assert new.card["training"]["colour"] == "field-standardise" and new.card["training"]["style_mix"] is True
-    assert new.card["training"]["augmentation"] == "rim"
+    assert new.card["training"]["augmentation"] == "rim" and new.card["training"]["loss"] == "logit-adjusted"
     assert db.session.scalar(db.select(AuditEvent).where(AuditEvent.actor == "schedule:retrain"))
 
 

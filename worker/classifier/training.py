@@ -82,20 +82,21 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # 0.871, archive 0.721, swapped 0.771 (0.895, 0.818, 0.818 without); it underfits in 14 epochs.
 # Fine-tuning warms up over its first epoch and Lite0 trains 18 epochs; those trials, and the ones not
 # adopted since (180 px, fine-tuning at 5e-4, 12 epochs, weight averaging, mixup, blur or low resolution,
-# weight decay 5e-2, early stages frozen, Lite1 as the default), are recorded with their figures in
-# worker/classifier/TRIALS.md. Lite1 trains Lite0's recipe.
+# weight decay 5e-2, early stages frozen, Lite1 as the default, a linear probe before fine-tuning, the
+# logit-adjusted loss), are recorded with their figures in worker/classifier/TRIALS.md. Lite1 trains Lite0's
+# recipe.
 _LITE_RECIPE = {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
-                "colour": "field-standardise"}
+                "colour": "field-standardise", "loss": "class-weighted"}
 RECIPES = {
     "efficientnet_lite0": dict(_LITE_RECIPE),
     "efficientnet_lite1": dict(_LITE_RECIPE),
     "small": {"epochs": 30, "input_size": 128, "augmentation": "basic", "style_mix": False,
-              "colour": "shades-of-grey"},
+              "colour": "shades-of-grey", "loss": "class-weighted"},
 }
 
 
 def recipe_defaults(backbone: str, **overrides) -> dict:
-    """The backbone's recipe (epochs, input size, augmentation, style mix, colour), with the given values
+    """The backbone's recipe (epochs, input size, augmentation, style mix, colour, loss), with the given values
     replacing it where they are not None."""
     recipe = dict(RECIPES[backbone])
     unknown = set(overrides) - set(recipe)
@@ -112,12 +113,41 @@ def learning_rate_schedule(learning_rate: float, steps: int, warmup_steps: int =
                                                   warmup_target=learning_rate, warmup_steps=warmup_steps)
 
 
+# class-weighted: cross-entropy with each image weighted inversely to its class's size. logit-adjusted:
+# cross-entropy on the log-probabilities shifted by the classes' log-priors, every image weighted alike.
+LOSSES = ("class-weighted", "logit-adjusted")
+
+
+def log_priors(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Each class's log share of the training labels; a class without any takes the largest share, so that at
+    serving time (no shift) a class the network never saw is held down like the commonest one."""
+    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    return np.log(np.where(counts > 0, counts, counts.max()) / counts.sum())
+
+
+def logit_adjusted_loss(log_prior: np.ndarray):
+    """Cross-entropy on the network's log-probabilities shifted by the training classes' log-priors (Menon et
+    al. 2021): the network itself then learns the balanced posterior, without weighting rare images up."""
+    offsets = tf.constant(log_prior[None, :], tf.float32)
+    crossentropy = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.05)
+
+    def loss(targets, probabilities):
+        return crossentropy(targets, tf.math.log(tf.clip_by_value(probabilities, 1e-12, 1.0)) + offsets)
+
+    return loss
+
+
 def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epoch: int, learning_rate: float,
-         warmup_epochs: int, class_weight: dict, out_dir: Path, verbose: int) -> dict[str, list[float]]:
-    """Train with a cosine schedule, keeping the weights of the epoch with the lowest validation loss."""
+         warmup_epochs: int, class_weight: dict, out_dir: Path, verbose: int,
+         log_prior: np.ndarray | None = None) -> dict[str, list[float]]:
+    """Train with a cosine schedule, keeping the weights of the epoch with the lowest validation loss; with
+    log_prior, by the logit-adjusted loss instead of class weights."""
     schedule = learning_rate_schedule(learning_rate, epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05), metrics=["accuracy"])
+    if log_prior is not None:
+        loss, class_weight = logit_adjusted_loss(log_prior), None
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.05)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss, metrics=["accuracy"])
     best_path = out_dir / "best.weights.h5"
     history = model.fit(
         train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose, class_weight=class_weight,
@@ -132,8 +162,11 @@ def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epo
 def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int = 0,
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
-          style_mix: bool = False, colour: str = "shades-of-grey", verbose: int = 2) -> dict:
+          style_mix: bool = False, colour: str = "shades-of-grey", loss: str = "class-weighted",
+          verbose: int = 2) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
     out_dir = Path(out_dir)
     if (out_dir / ARTIFACT_NAME).exists() or (out_dir / CARD_NAME).exists():
         # A registered model is served only while its artifact keeps its hash: never write over one.
@@ -157,6 +190,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
     validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
                                       len(CLASS_NAMES))
     class_weight = _class_weights(labels["train"], len(CLASS_NAMES))
+    log_prior = log_priors(labels["train"], len(CLASS_NAMES)) if loss == "logit-adjusted" else None
     model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone, colour=colour)
     history: dict[str, list[float]] = {}
     if backbone == "small":
@@ -179,7 +213,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
                     layer.trainable = False
         steps_per_epoch = int(np.ceil(len(split.train) / batch_size))
         for name, values in _fit(model, train_ds, validation_ds, phase_epochs, steps_per_epoch, phase_rate,
-                                 warmup_epochs, class_weight, out_dir, verbose).items():
+                                 warmup_epochs, class_weight, out_dir, verbose, log_prior).items():
             history.setdefault(name, []).extend(values)
 
     melanoma = CLASS_NAMES.index(MELANOMA)
@@ -222,6 +256,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
             "augmentation": augmentation,
             "style_mix": style_mix,
             "colour": colour,
+            "loss": loss,
             "seed": seed,
             "parameters": int(model.count_params()),
             "seconds": round(time.monotonic() - started, 1),  # audit to saved artifact, on this machine
