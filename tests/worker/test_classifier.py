@@ -25,6 +25,7 @@ from worker.classifier.images import (
 from worker.classifier.metrics import (
     balanced_accuracy,
     bootstrap_intervals,
+    paired_bootstrap,
     roc_auc,
     sensitivity_specificity,
     threshold_for_sensitivity,
@@ -111,6 +112,44 @@ def test_bootstrap_intervals_on_hand_computed_cases():
     assert intervals["melanoma_auc"] == [1.0, 1.0] and intervals["melanoma_specificity"] == [1.0, 1.0]
     with pytest.raises(ValueError, match="level"):
         bootstrap_intervals(labels, probabilities, 1, 0.5, level=95)
+
+
+def test_paired_bootstrap_cancels_what_two_models_share_and_finds_a_real_difference():
+    labels, probabilities = _three_class_scores(30, seed=3)
+    positive = labels == 1
+    noisy = probabilities[:, 1]
+    better = noisy + 0.5 * positive  # the same scores, melanomas lifted: ranked better on every resampling
+
+    def statistic(chosen):
+        return {"auc": (roc_auc(positive[chosen], noisy[chosen]), roc_auc(positive[chosen], better[chosen])),
+                "same": (roc_auc(positive[chosen], noisy[chosen]), roc_auc(positive[chosen], noisy[chosen]))}
+
+    spread = paired_bootstrap(labels, statistic, draws=300)
+    assert spread["same"] == {"interval": [0.0, 0.0], "second_ahead": 0.0}
+    low, high = spread["auc"]["interval"]
+    assert 0.0 < low < roc_auc(positive, better) - roc_auc(positive, noisy) < high
+    assert spread["auc"]["second_ahead"] == 1.0
+    # Each model alone spreads wider than their difference does: the images they share cancel out.
+    alone = bootstrap_intervals(labels, probabilities, 1, threshold=0.5, draws=300)["melanoma_auc"]
+    assert high - low < alone[1] - alone[0]
+
+
+def test_paired_bootstrap_on_a_hand_computed_case():
+    # Two melanomas, one benign lesion. The first model ranks melanoma 0 above the benign lesion and
+    # melanoma 1 below it; the second ranks both above. Resampled within class, the melanomas come out as
+    # {0, 0}, {0, 1} (twice as likely) or {1, 1}: AUC 1, 0.5, 0 for the first, 1 for the second, so the
+    # difference is 0, 0.5 or 1 with chances 1/4, 1/2, 1/4 and the second is ahead three times in four.
+    labels = np.array([1, 1, 0])
+    first, second = np.array([0.9, 0.1, 0.5]), np.array([0.9, 0.8, 0.5])
+
+    def statistic(chosen):
+        return {"auc": (roc_auc(labels[chosen] == 1, first[chosen]), roc_auc(labels[chosen] == 1, second[chosen])),
+                "undefined": (float("nan"), 0.0)}
+
+    spread = paired_bootstrap(labels, statistic, draws=4000)
+    assert spread["auc"]["interval"] == [0.0, 1.0]
+    assert spread["auc"]["second_ahead"] == pytest.approx(0.75, abs=0.03)
+    assert spread["undefined"] == {"interval": None, "second_ahead": None}
 
 
 def test_decode_image_gives_the_input_size_whatever_the_source_size():

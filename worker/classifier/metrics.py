@@ -10,16 +10,10 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     positives, negatives = labels.sum(), (~labels).sum()
     if positives == 0 or negatives == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    index = 0
-    while index < len(scores):
-        end = index
-        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[index]:
-            end += 1
-        ranks[order[index:end + 1]] = (index + end) / 2.0 + 1.0
-        index = end + 1
+    # Each score's rank, the mean of the ranks its ties share.
+    _, tie_group, tie_counts = np.unique(scores, return_inverse=True, return_counts=True)
+    last_ranks = np.cumsum(tie_counts)
+    ranks = ((last_ranks - tie_counts + 1 + last_ranks) / 2.0)[tie_group]
     return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
 
 
@@ -97,23 +91,36 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
-def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, melanoma: int, threshold: float,
-                        draws: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
-    """Percentile intervals, over `draws` resamplings of the images, for the melanoma AUC, sensitivity and
-    specificity at the threshold (melanoma: its class index) and for balanced accuracy: how far a figure
-    measured on these few images could lie from the model's own. Each draw resamples within each true class, so it keeps
-    the class counts (a test split's 54 melanomas stay 54)."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+def stratified_resamples(labels: np.ndarray, draws: int, seed: int = 0):
+    """`draws` resamplings, with replacement, of the indices of labels, each within each true class, so each
+    keeps the class counts (a test split's 54 melanomas stay 54)."""
     labels = np.asarray(labels)
-    probabilities = np.asarray(probabilities, dtype=float)
     rng = np.random.default_rng(seed)
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    for _ in range(draws):
+        yield np.concatenate([rng.choice(members, size=len(members)) for members in by_class])
+
+
+def percentile_interval(values, level: float) -> list[float]:
+    """The central `level` share of values (NaNs left out), as [low, high]."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    tail = (1.0 - level) / 2.0 * 100.0
+    return [float(np.nanpercentile(values, tail)), float(np.nanpercentile(values, 100.0 - tail))]
+
+
+def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, melanoma: int, threshold: float,
+                        draws: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+    """Percentile intervals, over `draws` stratified resamplings of the images, for the melanoma AUC,
+    sensitivity and specificity at the threshold (melanoma: its class index) and for balanced accuracy: how far
+    a figure measured on these few images could lie from the model's own."""
+    percentile_interval([0.0], level)  # refuse a bad level before the draws
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=float)
     num_classes = probabilities.shape[1]
     samples: dict[str, list[float]] = {"melanoma_auc": [], "melanoma_sensitivity": [], "melanoma_specificity": [],
                                        "balanced_accuracy": []}
-    for _ in range(draws):
-        chosen = np.concatenate([rng.choice(members, size=len(members)) for members in by_class])
+    for chosen in stratified_resamples(labels, draws, seed):
         drawn_labels, drawn = labels[chosen], probabilities[chosen]
         positive = drawn_labels == melanoma
         sensitivity, specificity = sensitivity_specificity(positive, drawn[:, melanoma], threshold)
@@ -121,6 +128,27 @@ def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, melanoma:
         samples["melanoma_sensitivity"].append(sensitivity)
         samples["melanoma_specificity"].append(specificity)
         samples["balanced_accuracy"].append(balanced_accuracy(drawn_labels, drawn.argmax(axis=1), num_classes))
-    tail = (1.0 - level) / 2.0 * 100.0
-    return {name: [float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))]
-            for name, values in samples.items() if not np.isnan(values).any()}
+    return {name: percentile_interval(values, level) for name, values in samples.items()
+            if not np.isnan(values).any()}
+
+
+def paired_bootstrap(labels: np.ndarray, statistic, draws: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, dict]:
+    """How two models' figures on the same images differ, beyond what the choice of images gives.
+
+    statistic(indices) returns {figure: (first model's value, second's)} on those images; both models are
+    scored on the same stratified resampling each draw, so what the images share cancels out. Returns, for
+    each figure, the interval of the second's value minus the first's and the share of draws where the
+    second is ahead (draws where a figure is undefined, NaN, are left out of that figure)."""
+    percentile_interval([0.0], level)
+    differences: dict[str, list[float]] = {}
+    for chosen in stratified_resamples(labels, draws, seed):
+        for name, (first, second) in statistic(chosen).items():
+            differences.setdefault(name, []).append(second - first)
+    result = {}
+    for name, values in differences.items():
+        values = np.asarray(values, dtype=float)
+        defined = values[~np.isnan(values)]
+        result[name] = {"interval": percentile_interval(defined, level) if defined.size else None,
+                        "second_ahead": float(np.mean(defined > 0)) if defined.size else None}
+    return result
