@@ -92,13 +92,14 @@ def promote(model_id: int):
 
 @models_group.command("list")
 def list_models():
-    """Registered models, the champion marked with *."""
+    """Registered models, the champion marked with *, each with its directory (what `compare` takes)."""
     from models import ModelVersion, db
 
     for version in db.session.scalars(db.select(ModelVersion).order_by(ModelVersion.id)):
         auc = version.metrics.get("test", {}).get("melanoma_auc")
         click.echo(f"{'*' if version.is_champion else ' '} {version.id:4d} {version.label:40s} "
-                   f"threshold={version.alert_threshold:.4f} test_melanoma_auc={auc}")
+                   f"threshold={version.alert_threshold:.4f} test_melanoma_auc={auc} "
+                   f"dir={Path(version.artifact_path).parent}")
 
 
 @cli.command(with_appcontext=False)
@@ -267,8 +268,56 @@ def evaluate(model_dir, data_dir, split, out, perturb):
     click.echo(f"written to {out or Path(model_dir) / 'evaluation'}")
 
 
-def _cell(value, width: int) -> str:
-    return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}s}"
+@cli.command(with_appcontext=False)
+@click.argument("champion_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("challenger_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
+              help="test: the held-out split both models share (trained with the same seed on DATA_DIR); "
+                   "all: every audited image, for data neither model trained on.")
+@click.option("--draws", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Paired bootstrap resamplings of the images.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Where to write the JSON (default CHALLENGER_DIR/evaluation/compared-with-<champion>.json).")
+def compare(champion_dir, challenger_dir, data_dir, split, draws, out):
+    """Should CHALLENGER_DIR replace CHAMPION_DIR? Both scored on the same images, each figure's difference
+    with its 95 % paired-bootstrap interval, and the verdict of the shipping rule."""
+    import json
+
+    from worker.classifier.evaluation import SHIPPING_TOLERANCE
+    from worker.classifier.evaluation import compare as run_comparison
+
+    try:
+        report = run_comparison(champion_dir, challenger_dir, data_dir, split=split, draws=draws)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"champion {report['champion']}, challenger {report['challenger']}: {report['images']} images, "
+               f"{report['melanomas']} melanomas ({split})")
+    click.echo(f"{'':34s}{'champion':>9s}{'challenger':>11s}{'change':>8s}{'95 % interval':>17s}{'ahead':>7s}")
+    for name, figure in report["figures"].items():
+        interval = figure["interval_95"]
+        click.echo(f"{name:34s}" + _cell(figure["champion"], 9) + _cell(figure["challenger"], 11)
+                   + _cell(figure["difference"], 8, sign="+")
+                   + (f"{interval[0]:>+9.3f} {interval[1]:>+7.3f}" if interval else f"{'-':>17s}")
+                   + _cell(figure["challenger_ahead"], 7))
+    click.echo(f"worst change: {report['worst_change']['champion']} (champion), "
+               f"{report['worst_change']['challenger']} (challenger); ahead: share of resamplings where the "
+               "challenger's figure is higher")
+    rule = report["shipping_rule"]
+    click.echo(f"shipping rule (the melanoma AUC rises; inside each source, with colours swapped and under the "
+               f"worst change it loses at most {SHIPPING_TOLERANCE}): "
+               + ("the challenger passes" if rule["passes"] else "the challenger does not pass: "
+                  + "; ".join(rule["failures"])))
+    click.echo("its melanoma AUC rise is beyond what resampling these images gives" if rule["rise_beyond_resampling"]
+               else "these images cannot tell the two melanoma AUCs apart: the interval of the change holds 0")
+    out = Path(out) if out else Path(challenger_dir) / "evaluation" / f"compared-with-{Path(champion_dir).name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    click.echo(f"written to {out}")
+
+
+def _cell(value, width: int, sign: str = "") -> str:
+    return f"{value:>{sign}{width}.3f}" if value is not None else f"{'-':>{width}s}"
 
 
 @cli.command(with_appcontext=False)
@@ -340,6 +389,8 @@ def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size,
     click.echo(f"model written to {out}: test balanced accuracy {test['balanced_accuracy']:.3f}, "
                f"melanoma AUC {test['melanoma_auc']:.3f}, alert threshold {card['alert_threshold']:.4f}, "
                f"trained in {card['training']['seconds']:.0f} s")
+    click.echo(f"weigh it against the serving model (trained with the same seed) with: melanoma compare "
+               f"CHAMPION_DIR {out} {data_dir}")
     click.echo(f"serve it with: melanoma models register {out} --promote")
 
 

@@ -14,6 +14,7 @@ from worker.classifier.metrics import (
     balanced_accuracy,
     bootstrap_intervals,
     expected_calibration_error,
+    paired_bootstrap,
     roc_auc,
     sensitivity_specificity,
     threshold_for_sensitivity,
@@ -164,20 +165,27 @@ def _finite(value: float) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
 
+def held_out_examples(card: dict, data_dir: str | Path, split: str) -> list:
+    """The audited examples of DATA_DIR a model is scored on: its held-out test split (split="test", DATA_DIR
+    being the data it was trained on) or every one (split="all")."""
+    examples, _ = data.list_examples(data_dir, tuple(card["class_names"]))
+    if split == "test":
+        if data.dataset_hash(examples) != card["training"]["data_sha256"]:
+            raise ValueError("DATA_DIR is not the data this model was trained on, so it has no test split "
+                             "here; evaluate with --split all")
+        return data.split_examples(examples, seed=card["training"]["seed"]).test
+    if split != "all":
+        raise ValueError(f"unknown split {split!r}; use test or all")
+    return examples
+
+
 def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
              perturb: bool = True) -> dict:
     """Evaluate the model directory on DATA_DIR (its held-out test split when split="test" and DATA_DIR is
     the data it was trained on; every audited image when split="all"). Writes JSON and PNG plots."""
     card, classifier = load_classifier(model_dir)
     class_names = card["class_names"]
-    examples, _ = data.list_examples(data_dir, tuple(class_names))
-    if split == "test":
-        if data.dataset_hash(examples) != card["training"]["data_sha256"]:
-            raise ValueError("DATA_DIR is not the data this model was trained on, so it has no test split "
-                             "here; evaluate with --split all")
-        examples = data.split_examples(examples, seed=card["training"]["seed"]).test
-    elif split != "all":
-        raise ValueError(f"unknown split {split!r}; use test or all")
+    examples = held_out_examples(card, data_dir, split)
     pictures = [Image.open(example.path).convert("RGB") for example in examples]
     labels = np.array([example.label for example in examples])
     sources = np.array([example.source for example in examples])
@@ -228,6 +236,114 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
     (out_dir / EVALUATION_NAME).write_text(json.dumps(report, indent=2) + "\n")
     _plot(out_dir, probabilities, labels, class_names, threshold, report, Path(model_dir) / "history.json")
     return report
+
+
+# What `compare` reports, in its order; the melanoma AUCs inside each source holding both melanomas and other
+# lesions come after the first.
+SPLIT_AUC, SWAPPED_AUC, WORST_AUC = "melanoma AUC", "melanoma AUC, colours swapped", "melanoma AUC, worst change"
+SHIPPING_TOLERANCE = 0.01
+
+
+def _source_auc(source: str) -> str:
+    return f"melanoma AUC inside {source}"
+
+
+def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str | Path, split: str = "test",
+            draws: int = 2000, seed: int = 0) -> dict:
+    """Both models scored on the same images, untouched, under each simulated acquisition change and with the
+    sources' colours swapped, and the difference of each figure with the interval a paired bootstrap gives
+    it. The verdict is the shipping rule of worker/classifier/TRIALS.md: the challenger replaces the champion
+    only if the melanoma AUC rises on these images and, inside each source, with colours swapped and under
+    the worst change, loses at most 0.01."""
+    (champion, first), (challenger, second) = load_classifier(champion_dir), load_classifier(challenger_dir)
+    class_names = champion["class_names"]
+    if challenger["class_names"] != class_names:
+        raise ValueError("the two models name different classes, so their figures do not compare")
+    examples = held_out_examples(champion, data_dir, split)
+    if split == "test" and [e.path for e in held_out_examples(challenger, data_dir, split)] != \
+            [e.path for e in examples]:
+        raise ValueError("the two models hold out different test splits (seeds "
+                         f"{champion['training']['seed']} and {challenger['training']['seed']}), so each has "
+                         "trained on images the other is tested on; compare models trained with the same seed, "
+                         "or on other data with --split all")
+    pictures = [Image.open(example.path).convert("RGB") for example in examples]
+    labels = np.array([example.label for example in examples])
+    sources = np.array([example.source for example in examples])
+    melanoma = class_names.index(MELANOMA)
+    positive = labels == melanoma
+    if positive.all() or not positive.any():
+        raise ValueError("these images need both melanomas and other lesions to compare melanoma AUCs")
+
+    # Each condition's pictures are made once, scored by both models and let go: a whole collection under
+    # nine conditions would not fit in memory at once.
+    conditions = {"untouched": lambda: pictures}
+    conditions.update({name: (lambda change=change: [change(image) for image in pictures])
+                       for name, change in PERTURBATIONS.items()})
+    if len(set(sources)) > 1:
+        conditions["colours swapped"] = lambda: swap_sources(pictures, sources)
+    scores: list[dict[str, np.ndarray]] = [{}, {}]
+    for name, make in conditions.items():
+        images = make()
+        for model_scores, classifier in zip(scores, (first, second), strict=True):
+            model_scores[name] = classifier.predict(as_arrays(images, classifier.input_size))
+    thresholds = (champion["alert_threshold"], challenger["alert_threshold"])
+    mixed_sources = [source for source in sorted(set(sources))
+                     if positive[sources == source].any() and not positive[sources == source].all()]
+
+    def model_figures(model: int, chosen: np.ndarray) -> tuple[dict[str, float], str]:
+        probabilities, is_melanoma = scores[model], positive[chosen]
+        untouched = probabilities["untouched"][chosen]
+        sensitivity, specificity = sensitivity_specificity(is_melanoma, untouched[:, melanoma], thresholds[model])
+        result = {SPLIT_AUC: roc_auc(is_melanoma, untouched[:, melanoma])}
+        for source in mixed_sources:
+            inside = chosen[sources[chosen] == source]
+            result[_source_auc(source)] = roc_auc(positive[inside], probabilities["untouched"][inside, melanoma])
+        if "colours swapped" in probabilities:
+            result[SWAPPED_AUC] = roc_auc(is_melanoma, probabilities["colours swapped"][chosen, melanoma])
+        changed = {name: roc_auc(is_melanoma, probabilities[name][chosen, melanoma]) for name in PERTURBATIONS}
+        worst = min(changed, key=changed.get)
+        result[WORST_AUC] = changed[worst]
+        result["balanced accuracy"] = balanced_accuracy(labels[chosen], untouched.argmax(axis=1), len(class_names))
+        result["sensitivity at its threshold"] = sensitivity
+        result["specificity at its threshold"] = specificity
+        return result, worst
+
+    everything = np.arange(len(labels))
+    (measured_first, worst_first), (measured_second, worst_second) = model_figures(0, everything), \
+        model_figures(1, everything)
+
+    def both(chosen: np.ndarray) -> dict[str, tuple[float, float]]:
+        a, b = model_figures(0, chosen)[0], model_figures(1, chosen)[0]
+        return {name: (a[name], b[name]) for name in a}
+
+    spread = paired_bootstrap(labels, both, draws=draws, seed=seed)
+    report_figures = {name: {"champion": _finite(measured_first[name]), "challenger": _finite(measured_second[name]),
+                             "difference": _finite(measured_second[name] - measured_first[name]),
+                             "interval_95": spread[name]["interval"],
+                             "challenger_ahead": spread[name]["second_ahead"]} for name in measured_first}
+    guarded = [_source_auc(source) for source in mixed_sources] + [
+        name for name in (SWAPPED_AUC, WORST_AUC) if name in report_figures]
+    failures = [] if report_figures[SPLIT_AUC]["difference"] > 0 else [f"{SPLIT_AUC} does not rise"]
+    failures += [f"{name} falls by {-report_figures[name]['difference']:.3f}" for name in guarded
+                 if report_figures[name]["difference"] is not None
+                 and report_figures[name]["difference"] < -SHIPPING_TOLERANCE]
+    return {
+        "champion": f"{champion['name']}:{champion['version']}",
+        "challenger": f"{challenger['name']}:{challenger['version']}",
+        "data_dir": str(data_dir),
+        "split": split,
+        "images": int(len(labels)),
+        "melanomas": int(positive.sum()),
+        "draws": draws,
+        "worst_change": {"champion": worst_first, "challenger": worst_second},
+        "figures": report_figures,
+        "shipping_rule": {
+            "passes": not failures,
+            "failures": failures,
+            # Whether this split can tell the rise from the choice of images at all.
+            "rise_beyond_resampling": bool(report_figures[SPLIT_AUC]["interval_95"][0] > 0),
+        },
+    }
 
 
 def _plot(out_dir: Path, probabilities, labels, class_names, threshold, report, history_path: Path) -> None:
