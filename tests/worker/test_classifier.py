@@ -37,6 +37,14 @@ def test_roc_auc_matches_hand_computed_values():
     assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
     assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
     assert roc_auc(np.array([1, 1, 0]), np.array([0.9, 0.8, 0.1])) == pytest.approx(1.0)
+    # Against every melanoma-benign pair counted one by one, on scores with many ties.
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        labels = rng.random(60) < 0.3
+        labels[:2] = True, False
+        scores = np.round(rng.random(60), 1)
+        pairs = scores[labels][:, None] - scores[~labels][None, :]
+        assert roc_auc(labels, scores) == pytest.approx(np.mean((pairs > 0) + 0.5 * (pairs == 0)))
 
 
 def test_balanced_accuracy_is_the_mean_recall_per_class():
