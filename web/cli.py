@@ -94,12 +94,13 @@ def promote(model_id: int):
 def list_models():
     """Registered models, the champion marked with *, each with its directory (what `compare` takes)."""
     from models import ModelVersion, db
+    from worker.registry import resolve_path
 
     for version in db.session.scalars(db.select(ModelVersion).order_by(ModelVersion.id)):
         auc = version.metrics.get("test", {}).get("melanoma_auc")
         click.echo(f"{'*' if version.is_champion else ' '} {version.id:4d} {version.label:40s} "
                    f"threshold={version.alert_threshold:.4f} test_melanoma_auc={auc} "
-                   f"dir={Path(version.artifact_path).parent}")
+                   f"dir={resolve_path(version.artifact_path).parent}")
 
 
 @cli.command(with_appcontext=False)
@@ -282,13 +283,12 @@ def evaluate(model_dir, data_dir, split, out, perturb):
 def compare(champion_dir, challenger_dir, data_dir, split, draws, out):
     """Should CHALLENGER_DIR replace CHAMPION_DIR? Both scored on the same images, each figure's difference
     with its 95 % paired-bootstrap interval, and the verdict of the shipping rule."""
-    import json
-
-    from worker.classifier.evaluation import SHIPPING_TOLERANCE
+    from worker.classifier.evaluation import SHIPPING_TOLERANCE, comparison_path
     from worker.classifier.evaluation import compare as run_comparison
 
+    out = out or comparison_path(champion_dir, challenger_dir)
     try:
-        report = run_comparison(champion_dir, challenger_dir, data_dir, split=split, draws=draws)
+        report = run_comparison(champion_dir, challenger_dir, data_dir, split=split, draws=draws, out_path=out)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"champion {report['champion']}, challenger {report['challenger']}: {report['images']} images, "
@@ -310,9 +310,6 @@ def compare(champion_dir, challenger_dir, data_dir, split, draws, out):
                   + "; ".join(rule["failures"])))
     click.echo("its melanoma AUC rise is beyond what resampling these images gives" if rule["rise_beyond_resampling"]
                else "these images cannot tell the two melanoma AUCs apart: the interval of the change holds 0")
-    out = Path(out) if out else Path(challenger_dir) / "evaluation" / f"compared-with-{Path(champion_dir).name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
     click.echo(f"written to {out}")
 
 

@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from flask import current_app
 
-from models import Alert, Image, db, utcnow
+from models import Alert, AuditEvent, Image, db, utcnow
 from models.batch import ImageStatus
 from web.queue import (
     CLASSIFY_IMAGES,
@@ -114,7 +114,7 @@ def requeue_stale() -> dict:
 @shared_task(name=RETRAIN, time_limit=4 * 3600, acks_late=False)
 def retrain() -> int:
     """Train a new model on RETRAIN_DATA_DIR with the champion's recipe and register it (not promoted:
-    an operator compares and decides)."""
+    an operator decides, helped by the comparison with the champion recorded in the audit trail)."""
     from pathlib import Path
 
     from models import ModelVersion
@@ -134,6 +134,29 @@ def retrain() -> int:
                                 input_size=champion.input_size if champion else None,
                                 **{key: training.get(key)
                                    for key in ("augmentation", "style_mix", "colour", "loss")}))
-        return register_model(out_dir, promote=False, actor="schedule:retrain").id
+        version = register_model(out_dir, promote=False, actor="schedule:retrain")
+        if champion is not None:
+            _compare_with_champion(champion, version, out_dir, data_dir)
+        return version.id
     finally:
         db.session.remove()
+
+
+def _compare_with_champion(champion, version, out_dir, data_dir) -> None:
+    """`melanoma compare` of the new model against the champion on the test split they share (the same seed
+    and data), its verdict recorded for the operator; where they share none, the reason is recorded instead."""
+    from worker.classifier.evaluation import SPLIT_AUC, compare
+    from worker.registry import resolve_path
+
+    target = f"model:{version.id}"
+    try:
+        report = compare(resolve_path(champion.artifact_path).parent, out_dir, data_dir)
+    except ValueError as error:
+        AuditEvent.record("schedule:retrain", "model.not_compared", target, champion=champion.id, reason=str(error))
+    else:
+        auc = report["figures"][SPLIT_AUC]
+        AuditEvent.record("schedule:retrain", "model.compared", target, champion=champion.id,
+                          passes_shipping_rule=report["shipping_rule"]["passes"],
+                          failures=report["shipping_rule"]["failures"], melanoma_auc_change=auc["difference"],
+                          melanoma_auc_change_interval_95=auc["interval_95"])
+    db.session.commit()

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import subprocess
-from pathlib import Path
 
 from PIL import Image as PILImage
 from PIL import ImageFilter
@@ -50,7 +49,7 @@ def test_models_register_promote_and_roll_back_switch_the_champion(runner, tmp_p
     assert ModelVersion.champion().version == "second"
     listed = runner.invoke(cli, args=["models", "list"]).output
     assert f"* {ModelVersion.champion().id:4d}" in listed
-    assert f"dir={Path(first.artifact_path).parent}" in listed and f"dir={second_dir}" in listed
+    assert f"dir={DEFAULT_MODEL_DIR.resolve()}" in listed and f"dir={second_dir.resolve()}" in listed
     assert runner.invoke(cli, args=["models", "promote", str(first.id)]).exit_code == 0
     assert ModelVersion.champion().id == first.id
     bad = runner.invoke(cli, args=["models", "register", str(tmp_path)])

@@ -41,25 +41,6 @@ def test_evaluate_writes_figures_and_plots_for_the_test_split(tiny_dataset, tiny
 
 
 @pytest.fixture(scope="module")
-def two_sources(tmp_path_factory):
-    """Three images a class, named as the collection names them: melanomas and nevi with the older archive's
-    identifiers, the rest with HAM10000's, each source its tint."""
-    from PIL import Image
-
-    from worker.classifier.network import CLASS_NAMES
-
-    data_dir, rng = tmp_path_factory.mktemp("two-sources") / "Train", np.random.default_rng(3)
-    for index, name in enumerate(CLASS_NAMES):
-        (data_dir / name).mkdir(parents=True)
-        for copy in range(3):
-            number = 100 + 10 * index + copy if name in ("melanoma", "nevus") else 25000 + 10 * index + copy
-            pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
-            pixels[..., 0 if number < 24306 else 2] = 220
-            Image.fromarray(pixels).save(data_dir / name / f"ISIC_{number:07d}.png")
-    return data_dir
-
-
-@pytest.fixture(scope="module")
 def other_seed_model(tiny_dataset, tmp_path_factory):
     """A second tiny model, trained on the same data with another seed, so with another test split."""
     from worker.classifier.training import train

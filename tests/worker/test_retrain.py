@@ -1,14 +1,17 @@
 """Scheduled retraining: trains with the champion's recipe and registers the result without promoting it."""
 
+import json
+
 import pytest
 
 from models import AuditEvent, ModelVersion, db
 from web.queue import RETRAIN
-from worker.registry import register_model
+from worker.registry import register_model, resolve_path
 
 
-def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny_dataset, tiny_model):
+def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny_dataset, tiny_model, tmp_path):
     import worker.tasks  # noqa: F401  (registers the tasks on this app)
+    from worker.classifier.evaluation import compare, comparison_path
 
     model_dir, card = tiny_model
     champion = register_model(model_dir, promote=True)
@@ -24,6 +27,32 @@ def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny
     assert new.card["training"]["colour"] == "field-standardise" and new.card["training"]["style_mix"] is True
     assert new.card["training"]["augmentation"] == "rim" and new.card["training"]["loss"] == "logit-adjusted"
     assert db.session.scalar(db.select(AuditEvent).where(AuditEvent.actor == "schedule:retrain"))
+    # Same seed, same data: the test split they share decides, as `melanoma compare` would.
+    event = db.session.scalar(db.select(AuditEvent).where(AuditEvent.target == f"model:{new_id}",
+                                                          AuditEvent.action == "model.compared"))
+    new_dir = resolve_path(new.artifact_path).parent
+    written = json.loads(comparison_path(model_dir, new_dir).read_text())
+    expected = compare(model_dir, new_dir, tiny_dataset, out_path=tmp_path / "again.json")
+    assert written == expected and written["images"] == 9 and written["melanomas"] == 1
+    assert event.details == {
+        "champion": champion.id, "passes_shipping_rule": expected["shipping_rule"]["passes"],
+        "failures": expected["shipping_rule"]["failures"],
+        "melanoma_auc_change": expected["figures"]["melanoma AUC"]["difference"],
+        "melanoma_auc_change_interval_95": expected["figures"]["melanoma AUC"]["interval_95"]}
+
+
+def test_retrain_on_other_data_records_why_it_was_not_compared(app, tiny_model, two_sources):
+    import worker.tasks  # noqa: F401
+
+    model_dir, _ = tiny_model
+    champion = register_model(model_dir, promote=True)
+    app.config["RETRAIN_DATA_DIR"] = str(two_sources)
+    new_id = app.extensions["celery"].tasks[RETRAIN].apply().get()
+    event = db.session.scalar(db.select(AuditEvent).where(AuditEvent.target == f"model:{new_id}",
+                                                          AuditEvent.action == "model.not_compared"))
+    assert event.details["champion"] == champion.id
+    assert "not the data this model was trained on" in event.details["reason"]
+    assert ModelVersion.champion().id == champion.id
 
 
 def test_retrain_without_a_data_folder_says_what_to_set(app):

@@ -248,13 +248,18 @@ def _source_auc(source: str) -> str:
     return f"melanoma AUC inside {source}"
 
 
+def comparison_path(champion_dir: str | Path, challenger_dir: str | Path) -> Path:
+    """Where `compare` writes its JSON unless told: beside the challenger's evaluation."""
+    return Path(challenger_dir) / "evaluation" / f"compared-with-{Path(champion_dir).resolve().name}.json"
+
+
 def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str | Path, split: str = "test",
-            draws: int = 2000, seed: int = 0) -> dict:
+            draws: int = 2000, seed: int = 0, out_path: str | Path | None = None) -> dict:
     """Both models scored on the same images, untouched, under each simulated acquisition change and with the
     sources' colours swapped, and the difference of each figure with the interval a paired bootstrap gives
-    it. The verdict is the shipping rule of worker/classifier/TRIALS.md: the challenger replaces the champion
-    only if the melanoma AUC rises on these images and, inside each source, with colours swapped and under
-    the worst change, loses at most 0.01."""
+    it; written as JSON to out_path (default `comparison_path`). The verdict is the shipping rule of
+    worker/classifier/TRIALS.md: the challenger replaces the champion only if the melanoma AUC rises on these
+    images and, inside each source, with colours swapped and under the worst change, loses at most 0.01."""
     (champion, first), (challenger, second) = load_classifier(champion_dir), load_classifier(challenger_dir)
     class_names = champion["class_names"]
     if challenger["class_names"] != class_names:
@@ -327,7 +332,7 @@ def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str 
     failures += [f"{name} falls by {-report_figures[name]['difference']:.3f}" for name in guarded
                  if report_figures[name]["difference"] is not None
                  and report_figures[name]["difference"] < -SHIPPING_TOLERANCE]
-    return {
+    report = {
         "champion": f"{champion['name']}:{champion['version']}",
         "challenger": f"{challenger['name']}:{challenger['version']}",
         "data_dir": str(data_dir),
@@ -344,6 +349,10 @@ def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str 
             "rise_beyond_resampling": bool(report_figures[SPLIT_AUC]["interval_95"][0] > 0),
         },
     }
+    out_path = Path(out_path or comparison_path(champion_dir, challenger_dir))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def _plot(out_dir: Path, probabilities, labels, class_names, threshold, report, history_path: Path) -> None:
