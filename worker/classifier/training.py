@@ -83,8 +83,8 @@ def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
 # Fine-tuning warms up over its first epoch and Lite0 trains 18 epochs; those trials, and the ones not
 # adopted since (180 px, fine-tuning at 5e-4, 12 epochs, weight averaging, mixup, blur or low resolution,
 # weight decay 5e-2, early stages frozen, Lite1 as the default, a linear probe before fine-tuning, the
-# logit-adjusted loss), are recorded with their figures in worker/classifier/TRIALS.md. Lite1 trains Lite0's
-# recipe.
+# logit-adjusted loss, a stronger style mix), are recorded with their figures in worker/classifier/TRIALS.md.
+# Lite1 trains Lite0's recipe.
 _LITE_RECIPE = {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
                 "colour": "field-standardise", "loss": "class-weighted"}
 RECIPES = {
