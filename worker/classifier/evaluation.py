@@ -265,8 +265,11 @@ def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str 
     if challenger["class_names"] != class_names:
         raise ValueError("the two models name different classes, so their figures do not compare")
     examples = held_out_examples(champion, data_dir, split)
-    if split == "test" and [e.path for e in held_out_examples(challenger, data_dir, split)] != \
-            [e.path for e in examples]:
+    # The same data and seed give the same split; the champion's data was checked against DATA_DIR above.
+    if split == "test" and challenger["training"]["data_sha256"] != champion["training"]["data_sha256"]:
+        raise ValueError("DATA_DIR is not the data the challenger was trained on, so it has no test split "
+                         "here; compare with --split all")
+    if split == "test" and challenger["training"]["seed"] != champion["training"]["seed"]:
         raise ValueError("the two models hold out different test splits (seeds "
                          f"{champion['training']['seed']} and {challenger['training']['seed']}), so each has "
                          "trained on images the other is tested on; compare models trained with the same seed, "
@@ -314,8 +317,8 @@ def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str 
         return result, worst
 
     everything = np.arange(len(labels))
-    (measured_first, worst_first), (measured_second, worst_second) = model_figures(0, everything), \
-        model_figures(1, everything)
+    (measured_first, worst_first), (measured_second, worst_second) = (model_figures(model, everything)
+                                                                      for model in (0, 1))
 
     def both(chosen: np.ndarray) -> dict[str, tuple[float, float]]:
         a, b = model_figures(0, chosen)[0], model_figures(1, chosen)[0]
