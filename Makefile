@@ -28,8 +28,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+## lint: style (ruff) and the walls between web/, worker/, worker/classifier/ and models/ (import-linter).
 lint: install
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/e2e_latency.py
