@@ -26,9 +26,10 @@ from model_quality import assignment_cnn, forward, multiply_adds
 from PIL import Image
 
 from web.config import DEFAULT_MODEL_DIR, Config
+from worker.classifier.artifacts import read_card
+from worker.classifier.choices import RUNTIMES
 from worker.classifier.images import decode_image, decode_images
-from worker.classifier.predictor import RUNTIMES, Classifier, chosen_runtime
-from worker.registry import read_card
+from worker.classifier.predictor import Classifier, chosen_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"

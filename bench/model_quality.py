@@ -21,19 +21,13 @@ from keras import layers
 from PIL import Image
 
 from worker.classifier import data, litert
+from worker.classifier.artifacts import read_card
 from worker.classifier.audit import ARCHIVE
-from worker.classifier.evaluation import PERTURBATIONS, as_arrays, swap_sources
-from worker.classifier.metrics import (
-    balanced_accuracy,
-    expected_calibration_error,
-    roc_auc,
-    sensitivity_specificity,
-    threshold_for_sensitivity,
-)
-from worker.classifier.network import CLASS_NAMES, MELANOMA
+from worker.classifier.choices import CLASS_NAMES, MELANOMA
+from worker.classifier.metrics import figures, roc_auc, threshold_for_sensitivity
+from worker.classifier.perturbations import PERTURBATIONS, as_arrays, swap_sources
 from worker.classifier.predictor import Classifier, compiled_forward
 from worker.classifier.training import recipe_defaults, train
-from worker.registry import read_card
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"
@@ -91,16 +85,7 @@ def images_per_second(model: keras.Model, input_size: int, runtime: str = "keras
 def scores(probabilities_validation, labels_validation, probabilities_test, labels_test) -> dict:
     melanoma = CLASS_NAMES.index(MELANOMA)
     threshold = threshold_for_sensitivity(labels_validation == melanoma, probabilities_validation[:, melanoma], 0.90)
-    sensitivity, specificity = sensitivity_specificity(labels_test == melanoma, probabilities_test[:, melanoma],
-                                                       threshold)
-    return {
-        "balanced_accuracy": balanced_accuracy(labels_test, probabilities_test.argmax(axis=1), len(CLASS_NAMES)),
-        "melanoma_auc": roc_auc(labels_test == melanoma, probabilities_test[:, melanoma]),
-        "melanoma_sensitivity": sensitivity,
-        "melanoma_specificity": specificity,
-        "ece": expected_calibration_error(probabilities_test, labels_test),
-        "threshold": threshold,
-    }
+    return {**figures(probabilities_test, labels_test, CLASS_NAMES, threshold), "threshold": threshold}
 
 
 def generalisation(predict, test: list[data.Example]) -> dict:
@@ -152,9 +137,7 @@ def run_project(data_dir: Path, test_split: list[data.Example], out_dir: Path, e
     return {
         **generalisation(lambda pictures: classifier.predict(as_arrays(pictures, classifier.input_size)),
                          test_split),
-        "balanced_accuracy": test["balanced_accuracy"], "melanoma_auc": test["melanoma_auc"],
-        "melanoma_sensitivity": test["melanoma_sensitivity"], "melanoma_specificity": test["melanoma_specificity"],
-        "ece": test["ece"], "threshold": card["alert_threshold"], "training_seconds": training_seconds,
+        **test, "threshold": card["alert_threshold"], "training_seconds": training_seconds,
         "images_per_second": images_per_second(classifier.model, card["input_size"]),
         "images_per_second_litert": images_per_second(classifier.model, card["input_size"], "litert"),
         "parameters": classifier.model.count_params(), "multiply_adds": multiply_adds(classifier.model),
@@ -194,7 +177,8 @@ def main() -> None:
             ("test images", "test_images", "{}")]
     print(f"\n{'':28s}{'assignment CNN':>16s}{'project model':>16s}   ({os.cpu_count()} cores)")
     for label, key, form in rows:
-        print(f"{label:28s}" + "".join(f"{form.format(results[name][key]):>16s}" for name in results))
+        cells = [form.format(results[name][key]) if results[name][key] is not None else "-" for name in results]
+        print(f"{label:28s}" + "".join(f"{cell:>16s}" for cell in cells))
     print(f"\nmodels and JSON in {out}")
 
 

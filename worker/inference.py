@@ -9,13 +9,12 @@ from models import Alert, Batch, Image, Prediction, db
 from models.batch import ImageStatus
 from web.queue import EXPLAIN_ALERT, EXPLAIN_QUEUE
 from web.storage import ImageStore
-from worker.classifier.images import UnreadableImage, decode_images, measure_quality, quality_warning
+from worker.classifier.choices import MELANOMA
+from worker.classifier.images import UnreadableImage, decode_images
+from worker.classifier.quality import measure_quality, quality_warning
 from worker.serving import serving_model, version_model
 
 log = logging.getLogger(__name__)
-
-# Spelled here, not imported from the network module: that would load Keras before the fork.
-MELANOMA = "melanoma"
 
 
 class RetryImages(Exception):
@@ -114,7 +113,8 @@ def _classify(model, image_ids: list[int]) -> dict:
         else:
             pending.append(image)
     arrays, to_predict, rejected = [], [], 0
-    decoded = decode_images(store.read, [image.storage_path for image in pending], model.input_size)
+    decoded = decode_images(store.read, [image.storage_path for image in pending], model.input_size,
+                            current_app.config["IMAGE_FORMATS"], current_app.config["MAX_IMAGE_PIXELS"])
     for image, array in zip(pending, decoded, strict=True):
         if isinstance(array, UnreadableImage):
             image.status, image.rejection_reason = ImageStatus.REJECTED, str(array)

@@ -3,12 +3,17 @@
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
 from models import ModelVersion, db
-from worker.classifier.images import QualityLimits
-from worker.registry import ensure_champion, file_sha256, resolve_path
+from worker.classifier.artifacts import file_sha256
+from worker.classifier.quality import QualityLimits
+from worker.registry import ensure_champion, resolve_path
+
+if TYPE_CHECKING:  # imported for real after the fork, in _load: importing it loads Keras
+    from worker.classifier.predictor import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +25,7 @@ class ServingModel:
     class_names: list[str]
     input_size: int
     alert_threshold: float
-    classifier: object  # worker.classifier.predictor.Classifier
+    classifier: "Classifier"
     artifact_sha256: str = ""
     quality_limits: QualityLimits = QualityLimits()  # from the card, read on every call; older cards lack some
 

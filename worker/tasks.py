@@ -1,4 +1,8 @@
-"""Celery tasks. Each takes ids, has a name, a time limit and a queue, and is safe to run twice."""
+"""Celery tasks. Each takes ids, has a name, a time limit and a queue, and is safe to run twice.
+
+Each runs inside an app context of its own (web/queue.py's FlaskTask); Flask-SQLAlchemy removes the task's
+database session when that context ends, however the task ended.
+"""
 
 import datetime as dt
 import logging
@@ -35,8 +39,6 @@ def _load_model_after_fork(**_kwargs):
             serving_model()
         except Exception:  # a broken model must not stop the process; tasks record the error per image
             log.exception("could not load the serving model at start-up")
-        finally:
-            db.session.remove()
 
 
 @shared_task(name=CLASSIFY_IMAGES, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
@@ -54,16 +56,11 @@ def classify_images(self, image_ids: list[int]) -> dict:
         if retry:
             raise self.retry(args=[retry], countdown=min(60, 5 * 2 ** self.request.retries)) from error
         return {"failed": len(image_ids)}
-    finally:
-        db.session.remove()
 
 
 @shared_task(name=EXPLAIN_ALERT, time_limit=300, max_retries=3, autoretry_for=(OSError,), retry_backoff=True)
 def explain_alert(alert_id: int) -> str | None:
-    try:
-        return inference.explain_alert(alert_id, current_app.config["MAX_ATTEMPTS"])
-    finally:
-        db.session.remove()
+    return inference.explain_alert(alert_id, current_app.config["MAX_ATTEMPTS"])
 
 
 def _waiting_messages(queue: str) -> int:
@@ -83,31 +80,28 @@ def requeue_stale() -> dict:
     mistaken for lost work and sent twice."""
     cutoff = utcnow() - dt.timedelta(seconds=current_app.config["REQUEUE_AFTER_SECONDS"])
     requeued = {"images": 0, "heatmaps": 0}
-    try:
-        if _waiting_messages(INFERENCE_QUEUE) == 0:
-            ids = list(db.session.scalars(
-                db.select(Image.id).where(Image.status == ImageStatus.QUEUED, Image.updated_at < cutoff)
-                .order_by(Image.id).limit(10_000)
-            ))
-            if ids:
-                # Touch them, so the next sweep waits a full period before sending them again.
-                db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow()))
-                db.session.commit()
-                send_classify(current_app, ids)
-                log.warning("requeued %d stale images", len(ids))
-                requeued["images"] = len(ids)
-        if _waiting_messages(EXPLAIN_QUEUE) == 0:
-            alert_ids = list(db.session.scalars(
-                db.select(Alert.id).where(Alert.heatmap_path.is_(None), Alert.created_at < cutoff,
-                                          Alert.heatmap_attempts < current_app.config["MAX_ATTEMPTS"])
-                .order_by(Alert.id).limit(1_000)
-            ))
-            for alert_id in alert_ids:
-                current_app.extensions["celery"].send_task(EXPLAIN_ALERT, args=[alert_id], queue=EXPLAIN_QUEUE)
-            requeued["heatmaps"] = len(alert_ids)
-        return requeued
-    finally:
-        db.session.remove()
+    if _waiting_messages(INFERENCE_QUEUE) == 0:
+        ids = list(db.session.scalars(
+            db.select(Image.id).where(Image.status == ImageStatus.QUEUED, Image.updated_at < cutoff)
+            .order_by(Image.id).limit(10_000)
+        ))
+        if ids:
+            # Touch them, so the next sweep waits a full period before sending them again.
+            db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow()))
+            db.session.commit()
+            send_classify(current_app, ids)
+            log.warning("requeued %d stale images", len(ids))
+            requeued["images"] = len(ids)
+    if _waiting_messages(EXPLAIN_QUEUE) == 0:
+        alert_ids = list(db.session.scalars(
+            db.select(Alert.id).where(Alert.heatmap_path.is_(None), Alert.created_at < cutoff,
+                                      Alert.heatmap_attempts < current_app.config["MAX_ATTEMPTS"])
+            .order_by(Alert.id).limit(1_000)
+        ))
+        for alert_id in alert_ids:
+            current_app.extensions["celery"].send_task(EXPLAIN_ALERT, args=[alert_id], queue=EXPLAIN_QUEUE)
+        requeued["heatmaps"] = len(alert_ids)
+    return requeued
 
 
 # Not acks_late: a training run outlives the broker's visibility timeout and must not be redelivered.
@@ -128,29 +122,28 @@ def retrain() -> int:
     champion = ModelVersion.champion()
     training = (champion.card or {}).get("training", {}) if champion else {}
     backbone = training.get("backbone", "efficientnet_lite0")
-    try:
-        train(data_dir, out_dir, backbone=backbone, seed=training.get("seed", 0), verbose=0,
-              **recipe_defaults(backbone, epochs=training.get("epochs"),
-                                input_size=champion.input_size if champion else None,
-                                **{key: training.get(key)
-                                   for key in ("augmentation", "style_mix", "colour", "loss")}))
-        version = register_model(out_dir, promote=False, actor="schedule:retrain")
-        if champion is not None:
-            _compare_with_champion(champion, version, out_dir, data_dir)
-        return version.id
-    finally:
-        db.session.remove()
+    train(data_dir, out_dir, backbone=backbone, seed=training.get("seed", 0), verbose=0,
+          **recipe_defaults(backbone, epochs=training.get("epochs"),
+                            input_size=champion.input_size if champion else None,
+                            **{key: training.get(key)
+                               for key in ("augmentation", "style_mix", "colour", "loss")}))
+    version = register_model(out_dir, promote=False, actor="schedule:retrain")
+    if champion is not None:
+        _compare_with_champion(champion, version, out_dir, data_dir)
+    return version.id
 
 
 def _compare_with_champion(champion, version, out_dir, data_dir) -> None:
     """`melanoma compare` of the new model against the champion on the test split they share (the same seed
     and data), its verdict recorded for the operator; where they share none, the reason is recorded instead."""
-    from worker.classifier.evaluation import SPLIT_AUC, compare
+    from worker.classifier.comparison import SPLIT_AUC, compare
     from worker.registry import resolve_path
 
     target = f"model:{version.id}"
     try:
-        report = compare(resolve_path(champion.artifact_path).parent, out_dir, data_dir)
+        report = compare(resolve_path(champion.artifact_path).parent, out_dir, data_dir,
+                         runtime=current_app.config["INFERENCE_RUNTIME"],
+                         cache_dir=current_app.config["MODEL_CACHE_DIR"])
     except ValueError as error:
         AuditEvent.record("schedule:retrain", "model.not_compared", target, champion=champion.id, reason=str(error))
     else:

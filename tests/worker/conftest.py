@@ -7,7 +7,7 @@ from PIL import Image
 def tiny_dataset(tmp_path_factory):
     """Four synthetic images a class, in the collection's layout (folder names with spaces, JPEG and PNG),
     plus one picture filed under two classes."""
-    from worker.classifier.network import CLASS_NAMES
+    from worker.classifier.choices import CLASS_NAMES
 
     data_dir = tmp_path_factory.mktemp("tiny") / "Train"
     rng = np.random.default_rng(1)
@@ -38,7 +38,7 @@ def tiny_model(tiny_dataset, tmp_path_factory):
 def two_sources(tmp_path_factory):
     """Three images a class, named as the collection names them: melanomas and nevi with the older archive's
     identifiers, the rest with HAM10000's, each source its tint."""
-    from worker.classifier.network import CLASS_NAMES
+    from worker.classifier.choices import CLASS_NAMES
 
     data_dir, rng = tmp_path_factory.mktemp("two-sources") / "Train", np.random.default_rng(3)
     for index, name in enumerate(CLASS_NAMES):

@@ -75,3 +75,11 @@ def test_inference_speed_bench_refuses_a_folder_with_too_few_images(tiny_dataset
     result = subprocess.run([sys.executable, "bench/inference_speed.py", "--data", str(tiny_dataset), "--images",
                              "1000"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "asked for 1000" in result.stderr
+
+
+def test_metrics_speed_bench_times_ours_and_scikit_learns_auc_and_balanced_accuracy():
+    result = subprocess.run([sys.executable, "bench/metrics_speed.py", "--calls", "20"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=True)
+    rows = {line[:20].strip(): line[20:].split() for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"melanoma AUC", "balanced accuracy"}
+    assert all(float(value) > 0 for values in rows.values() for value in values)

@@ -95,7 +95,7 @@ def test_blurred_unevenly_lit_and_overexposed_pictures_get_quality_warnings_the_
     from PIL import ImageFilter
 
     from web.api.routes import batch_results
-    from worker.classifier.evaluation import PERTURBATIONS
+    from worker.classifier.perturbations import PERTURBATIONS
 
     path = dataset_images("nevus", 2)[1]  # a lesion with skin around it: vignetting shows at the edge
     name, sharp = path.name, path.read_bytes()
@@ -125,7 +125,7 @@ def test_blurred_unevenly_lit_and_overexposed_pictures_get_quality_warnings_the_
 
 def test_workers_use_the_quality_limits_the_champions_card_has_now(app):
     from models import ModelVersion
-    from worker.classifier.evaluation import PERTURBATIONS
+    from worker.classifier.perturbations import PERTURBATIONS
 
     path = dataset_images("nevus", 2)[1]
     vignetted = io.BytesIO()
@@ -373,3 +373,22 @@ def test_two_runs_of_one_task_at_the_same_time_write_one_prediction_per_image(ap
         db.select(Prediction.image_id, db.func.count()).group_by(Prediction.image_id)).all()
     assert sorted(count for _, count in counts) == [1] * 6
     assert sum(result["predicted"] for result in results) == 6
+
+
+def test_the_web_and_the_worker_read_images_by_one_rule_the_settings_name(app):
+    from tests.conftest import make_png
+    from web.ingest import check_image
+
+    def web_reason(data: bytes) -> str | None:
+        return check_image(data, 1 << 20, formats=app.config["IMAGE_FORMATS"],
+                           max_pixels=app.config["MAX_IMAGE_PIXELS"])
+
+    picture = make_png(64, 48)
+    batch = _batch([("picture.png", picture)])  # accepted under the default rule
+    assert web_reason(picture) is None
+    app.config["MAX_IMAGE_PIXELS"] = 64 * 48 - 1  # a deployment tightens the rule before the worker gets to it
+    _run_task(app, [image.id for image in batch.images])
+    db.session.expire_all()
+    image = db.session.get(Batch, batch.id).images[0]
+    assert image.status == "rejected"
+    assert image.rejection_reason == web_reason(picture) == "image is 64x48, larger than we accept"

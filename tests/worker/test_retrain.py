@@ -11,7 +11,7 @@ from worker.registry import register_model, resolve_path
 
 def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny_dataset, tiny_model, tmp_path):
     import worker.tasks  # noqa: F401  (registers the tasks on this app)
-    from worker.classifier.evaluation import compare, comparison_path
+    from worker.classifier.comparison import compare, comparison_path
 
     model_dir, card = tiny_model
     champion = register_model(model_dir, promote=True)

@@ -78,7 +78,7 @@ def fold_batch_norm(backbone: keras.Model) -> keras.Model:
     """The same network with every batch normalisation merged into its convolution: for inference the
     normalisation is a fixed scale and shift per channel, so it can live in the kernel and a bias. The
     outputs agree to float rounding, and a CPU skips four element-wise passes over every feature map
-    (about 1.6 times the images a second on 2 cores). Only for serving: the folded network cannot train."""
+    (docs/benchmarks.md has the speed). Only for serving: the folded network cannot train."""
     folded = efficientnet_lite(backbone.name, backbone.input_shape[1], folded=True)
     for layer in folded.layers:
         if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):

@@ -10,7 +10,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from worker.classifier.network import MELANOMA
+from worker.classifier.choices import MELANOMA
 from worker.classifier.predictor import Classifier
 
 GRID = 8

@@ -1,6 +1,13 @@
-"""Plain-numpy metrics for the model card: no framework needed to check them by hand."""
+"""The figures a model is judged by. scikit-learn gives the confusion matrix and the per-class precision and
+recall; what it lacks is here: the alert threshold rule, the calibration error, temperature scaling and the
+stratified bootstrap. The melanoma AUC and the balanced accuracy are computed here by plain numpy: the
+bootstraps call them thousands of times, where scikit-learn's (equal to them: tests/worker/classifier) are
+an order of magnitude slower a call (docs/benchmarks.md)."""
 
 import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from worker.classifier.choices import MELANOMA
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -152,3 +159,38 @@ def paired_bootstrap(labels: np.ndarray, statistic, draws: int = 2000, level: fl
         result[name] = {"interval": percentile_interval(defined, level) if defined.size else None,
                         "second_ahead": float(np.mean(defined > 0)) if defined.size else None}
     return result
+
+
+def finite(value: float | None) -> float | None:
+    """The value as JSON can hold it: None where it is undefined (NaN)."""
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def figures(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str] | tuple[str, ...],
+            threshold: float) -> dict:
+    """Every figure of a model on some images (one row of probabilities and one label each): accuracy, balanced
+    accuracy, per-class precision/recall, confusion matrix, melanoma AUC, sensitivity and specificity at the
+    alert threshold, and expected calibration error; None for what these images leave undefined."""
+    labels = np.asarray(labels)
+    melanoma = list(class_names).index(MELANOMA)
+    predicted = probabilities.argmax(axis=1) if len(labels) else labels
+    classes = list(range(len(class_names)))
+    confusion = confusion_matrix(labels, predicted, labels=classes)
+    precision, recall, _, support = precision_recall_fscore_support(labels, predicted, labels=classes,
+                                                                    zero_division=np.nan)
+    per_class = {name: {"support": int(support[index]), "precision": finite(precision[index]),
+                        "recall": finite(recall[index])} for index, name in enumerate(class_names)}
+    is_melanoma = labels == melanoma
+    scores = probabilities[:, melanoma] if len(labels) else np.zeros(0)
+    sensitivity, specificity = sensitivity_specificity(is_melanoma, scores, threshold)
+    return {
+        "images": int(len(labels)),
+        "accuracy": float(np.mean(predicted == labels)) if len(labels) else None,
+        "balanced_accuracy": balanced_accuracy(labels, predicted, len(class_names)) if len(labels) else None,
+        "melanoma_auc": finite(roc_auc(is_melanoma, scores)),
+        "melanoma_sensitivity": finite(sensitivity),
+        "melanoma_specificity": finite(specificity),
+        "ece": expected_calibration_error(probabilities, labels) if len(labels) else None,
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }

@@ -8,21 +8,9 @@ import keras
 from keras import layers, ops
 
 from worker.classifier.backbones import STAGES, efficientnet_lite, fold_batch_norm, has_batch_norm
-from worker.classifier.images import FIELD_CENTRE, FIELD_DARKNESS
+from worker.classifier.choices import BACKBONES, CLASS_NAMES, COLOUR_NORMALISATIONS, DEFAULT_INPUT_SIZE
+from worker.classifier.quality import FIELD_CENTRE, FIELD_DARKNESS
 
-CLASS_NAMES = (
-    "actinic keratosis",
-    "basal cell carcinoma",
-    "dermatofibroma",
-    "melanoma",
-    "nevus",
-    "pigmented benign keratosis",
-    "seborrheic keratosis",
-    "squamous cell carcinoma",
-    "vascular lesion",
-)
-MELANOMA = "melanoma"
-DEFAULT_INPUT_SIZE = 128
 # Faster than the 0.99 default: with ~50 steps an epoch the moving statistics must settle within one.
 BN_MOMENTUM = 0.9
 
@@ -129,7 +117,7 @@ def calibrated(model: keras.Model, temperature: float) -> keras.Model:
 
 def for_inference(model: keras.Model) -> keras.Model:
     """A saved classifier as the workers run it: a Lite backbone's batch normalisation folded into its convolutions
-    (backbones.fold_batch_norm), the same outputs at about 1.6 times the speed on a CPU. The saved model
+    (backbones.fold_batch_norm), the same outputs, faster on a CPU. The saved model
     stays as trained, so every model directory, old ones included, gets the speed without a new artifact.
     Other models come back unchanged."""
     lite = [layer.name for layer in model.layers if layer.name in STAGES]
@@ -148,12 +136,6 @@ def _conv_block(x, filters: int, name: str):
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-
-
-BACKBONES = ("small", *STAGES)
-# How the model evens out the colour and lighting of different dermatoscopes before the network sees it.
-# field-standardise: standardise, with the statistics taken inside the dermatoscope's field of view.
-COLOUR_NORMALISATIONS = ("shades-of-grey", "standardise", "field-standardise")
 
 
 def make_model(

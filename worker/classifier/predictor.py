@@ -6,12 +6,11 @@ from pathlib import Path
 import numpy as np
 
 from worker.classifier import litert, network  # network also registers the custom layers for loading
+from worker.classifier.artifacts import file_sha256, read_card
+from worker.classifier.choices import RUNTIMES
 
 log = logging.getLogger(__name__)
 
-# auto: LiteRT on a CPU-only TensorFlow machine, where it is fastest; Keras wherever a GPU can run the model
-# (TensorFlow seeing a GPU, or the JAX backend) or ai-edge-litert is not installed.
-RUNTIMES = ("auto", "litert", "keras")
 # The converted model must give the Keras model's probabilities to this much, or it is not served.
 AGREEMENT = 1e-4
 
@@ -41,8 +40,6 @@ class Classifier:
     def _use_litert(self, artifact_path: str, cache_dir: str | Path | None, required: bool) -> None:
         """Switch to the converted model, once it has shown it gives the Keras model's probabilities."""
         import keras
-
-        from worker.registry import file_sha256
 
         if keras.backend.backend() != "tensorflow" or not litert.available():
             raise ValueError("the litert runtime needs the TensorFlow backend and the ai-edge-litert package; "
@@ -99,12 +96,10 @@ def chosen_runtime(runtime: str) -> str:
     return "keras" if tf.config.list_physical_devices("GPU") else "litert"
 
 
-def load_classifier(model_dir: str | Path) -> tuple[dict, Classifier]:
-    """The card and classifier of a model directory, run as the settings say (INFERENCE_RUNTIME,
-    MODEL_CACHE_DIR): for the CLI, evaluation and benchmarks, which have no app."""
-    from web.config import Config
-    from worker.registry import read_card
-
+def load_classifier(model_dir: str | Path, runtime: str = "auto",
+                    cache_dir: str | Path | None = None) -> tuple[dict, Classifier]:
+    """The card and classifier of a model directory, its artifact checked against the card's hash; runtime and
+    cache_dir as for Classifier (the callers pass the INFERENCE_RUNTIME and MODEL_CACHE_DIR settings)."""
     card, artifact = read_card(model_dir)
-    return card, Classifier(str(artifact), card["class_names"], card["input_size"], runtime=Config.INFERENCE_RUNTIME,
-                            cache_dir=Config.MODEL_CACHE_DIR)
+    return card, Classifier(str(artifact), card["class_names"], card["input_size"], runtime=runtime,
+                            cache_dir=cache_dir)

@@ -14,29 +14,25 @@ import numpy as np
 import tensorflow as tf
 
 from worker.classifier import data
+from worker.classifier.artifacts import ARTIFACT_NAME, AUDIT_NAME, CARD_NAME, HISTORY_NAME, file_sha256
 from worker.classifier.backbones import imagenet_weights_file, load_imagenet_weights
-from worker.classifier.images import quality_limits
+from worker.classifier.choices import CLASS_NAMES, DEFAULT_INPUT_SIZE, LOSSES, MELANOMA
 from worker.classifier.metrics import (
     apply_temperature,
-    balanced_accuracy,
     expected_calibration_error,
+    figures,
     fit_temperature,
-    roc_auc,
-    sensitivity_specificity,
     threshold_for_sensitivity,
 )
-from worker.classifier.network import CLASS_NAMES, DEFAULT_INPUT_SIZE, MELANOMA, calibrated, make_model
+from worker.classifier.network import calibrated, make_model
+from worker.classifier.quality import quality_limits
 from worker.classifier.torch_legacy import load_state_dict
-from worker.registry import CARD_NAME, file_sha256
 
-ARTIFACT_NAME = "model.keras"
-AUDIT_NAME = "audit.json"
-HISTORY_NAME = "history.json"
 HEAD_EPOCHS = 4
 HEAD_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 3e-4
 # Fine-tuning rises to its rate over its first epoch: started at the full rate, the first updates through
-# the unfrozen network undid part of the ImageNet features (training accuracy fell from 0.35 to 0.24).
+# the unfrozen network undid part of the ImageNet features (docs/trials.md).
 FINE_TUNE_WARMUP_EPOCHS = 1
 
 
@@ -45,46 +41,9 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return {c: float(len(labels) / (num_classes * counts[c])) if counts[c] else 0.0 for c in range(num_classes)}
 
 
-def _evaluate(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    melanoma = CLASS_NAMES.index(MELANOMA)
-    predicted = probabilities.argmax(axis=1)
-    is_melanoma = labels == melanoma
-    sensitivity, specificity = sensitivity_specificity(is_melanoma, probabilities[:, melanoma], threshold)
-    return {
-        "images": int(len(labels)),
-        "accuracy": float(np.mean(predicted == labels)),
-        "balanced_accuracy": balanced_accuracy(labels, predicted, len(CLASS_NAMES)),
-        "melanoma_auc": roc_auc(is_melanoma, probabilities[:, melanoma]),
-        "melanoma_sensitivity": sensitivity,
-        "melanoma_specificity": specificity,
-        "ece": expected_calibration_error(probabilities, labels),
-    }
-
-
-# The recipe each backbone trains with unless told otherwise. Style mix and colour standardisation are the
-# Lite0 defaults because they hold up when the look of the source changes: over seeds 0-2 at 160 px,
-# melanoma AUC with the sources' colours swapped 0.80/0.77/0.71 against 0.59/0.44/0.50 without them, for 0.03
-# less AUC on the split (0.861 against 0.889 on average). At 192 px the same seeds gave, on average, swapped
-# colours 0.789 (160 px: 0.756, 224 px: 0.752), worst simulated acquisition change 0.799 (0.757, 0.769) and
-# specificity at the threshold 0.61 (0.56, 0.62), at 165-186 images a second on 2 cores (160 px: 246-255,
-# 224 px: 132-142; bench/inference_speed.py, one run, before workers folded batch normalisation).
-# The rim augmentation and field-standardise are the defaults because a contact dermatoscope's black round
-# rim, which the collection almost never shows, took the melanoma AUC to 0.57 and 0.69 (two seed-0 runs of
-# the earlier recipe) and made three benign lesions in four alert. Seeds 0 and 1 with both, against without:
-# rimmed pictures 0.883/0.811 (0.567/0.663), the split 0.895/0.817 (0.899/0.884), colours swapped
-# 0.818/0.726 (0.830/0.790), inside the older archive 0.818/0.786 (0.872/0.798): about 0.035 less where no
-# rim is, 0.23 more where one is. Adding vignetting to the rims (a fifth of the images each) cost more.
-# field-standardise without rims kept the split (0.912, seed 0) but not rimmed pictures (0.724). Overexposing
-# a fifth of the images as well (clipped pictures are almost all the archive's) did not help over seeds 0-2: mean
-# AUC 0.847 on the split, 0.769 in the archive, 0.766 swapped, 0.843 rimmed (rims alone: 0.849, 0.790, 0.761,
-# 0.839).
-# MixStyle (early feature statistics traded between a batch's images, commit caea6cd) lost at seed 0: split
-# 0.871, archive 0.721, swapped 0.771 (0.895, 0.818, 0.818 without); it underfits in 14 epochs.
-# Fine-tuning warms up over its first epoch and Lite0 trains 18 epochs; those trials, and the ones not
-# adopted since (180 px, fine-tuning at 5e-4, 12 epochs, weight averaging, mixup, blur or low resolution,
-# weight decay 5e-2, early stages frozen, Lite1 as the default, a linear probe before fine-tuning, the
-# logit-adjusted loss, a stronger style mix), are recorded with their figures in worker/classifier/TRIALS.md.
-# Lite1 trains Lite0's recipe.
+# The recipe each backbone trains with unless told otherwise. Lite0's defaults (192 px, rims, style mix,
+# colour standardised inside the field of view) are those that held up best when the look of the source
+# changed; the trials that chose them, and those not adopted, are in docs/trials.md. Lite1 trains Lite0's recipe.
 _LITE_RECIPE = {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
                 "colour": "field-standardise", "loss": "class-weighted"}
 RECIPES = {
@@ -111,11 +70,6 @@ def learning_rate_schedule(learning_rate: float, steps: int, warmup_steps: int =
         return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
     return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(1, steps - warmup_steps),
                                                   warmup_target=learning_rate, warmup_steps=warmup_steps)
-
-
-# class-weighted: cross-entropy with each image weighted inversely to its class's size. logit-adjusted:
-# cross-entropy on the log-probabilities shifted by the classes' log-priors, every image weighted alike.
-LOSSES = ("class-weighted", "logit-adjusted")
 
 
 def log_priors(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -241,10 +195,10 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
         **quality_limits(images["train"]),
         "temperature": temperature,
         "metrics": {
-            "validation": {**_evaluate(validation_probabilities, labels["validation"], threshold),
+            "validation": {**figures(validation_probabilities, labels["validation"], CLASS_NAMES, threshold),
                            "ece_before_calibration": expected_calibration_error(raw_validation,
                                                                                 labels["validation"])},
-            "test": _evaluate(test_probabilities, labels["test"], threshold),
+            "test": figures(test_probabilities, labels["test"], CLASS_NAMES, threshold),
         },
         "training": {
             "data_sha256": data.dataset_hash(examples),

@@ -4,8 +4,8 @@ conversion in a cache, converts again when the cache is unreadable, and refuses 
 import numpy as np
 import pytest
 
+from worker.classifier.artifacts import read_card
 from worker.classifier.images import decode_image
-from worker.registry import read_card
 
 
 def _images(tiny_dataset) -> list[np.ndarray]:

@@ -1,0 +1,97 @@
+"""Training: a tiny real training run, its card, the recipe, the loss and the learning-rate schedule."""
+
+import json
+
+import numpy as np
+import pytest
+
+from worker.classifier.artifacts import read_card
+from worker.classifier.images import decode_image
+
+
+def test_training_on_a_tiny_dataset_writes_a_model_that_reloads_with_the_same_outputs(tiny_dataset, tiny_model):
+    from worker.classifier.predictor import Classifier
+
+    model_dir, card = tiny_model
+    assert card["training"]["audit"]["excluded_conflicts"] == 2
+    assert (model_dir / "audit.json").is_file() and (model_dir / "history.json").is_file()
+    assert json.loads((model_dir / "card.json").read_text()) == card
+    assert card["sharpness_floor"] > 0  # the tiny pictures are noise: sharp
+    assert card["training"]["seconds"] > 0  # how long it took, for the 20-minute budget on the real data
+    loaded_card, artifact = read_card(model_dir)
+    classifier = Classifier(str(artifact), loaded_card["class_names"], loaded_card["input_size"])
+    # The temperature fitted on validation travels inside the served model.
+    assert classifier.model.get_layer("calibration").temperature == pytest.approx(card["temperature"])
+    image = decode_image((tiny_dataset / "melanoma" / "img0.jpg").read_bytes(), 32)
+    first = classifier.predict([image])
+    again = Classifier(str(artifact), loaded_card["class_names"], 32).predict([image])
+    np.testing.assert_allclose(first, again, rtol=1e-5)
+
+
+def test_training_never_writes_over_a_model(tiny_dataset, tiny_model):
+    from worker.classifier.artifacts import file_sha256
+    from worker.classifier.training import train
+
+    model_dir, card = tiny_model
+    with pytest.raises(ValueError, match="already holds a model"):
+        train(tiny_dataset, model_dir, epochs=1, input_size=32, batch_size=8)
+    assert file_sha256(model_dir / "model.keras") == card["artifact_sha256"]
+
+
+def test_training_refuses_a_folder_without_the_class_folders(tmp_path):
+    from worker.classifier.training import train
+
+    with pytest.raises(ValueError, match="no folder for classes"):
+        train(tmp_path, tmp_path / "out", epochs=1)
+
+
+def test_recipe_defaults_take_only_the_values_given():
+    from worker.classifier.training import RECIPES, recipe_defaults
+
+    assert recipe_defaults("efficientnet_lite0") == RECIPES["efficientnet_lite0"]
+    changed = recipe_defaults("efficientnet_lite0", epochs=3, style_mix=False, colour=None, loss="logit-adjusted")
+    assert changed == RECIPES["efficientnet_lite0"] | {"epochs": 3, "style_mix": False, "loss": "logit-adjusted"}
+    with pytest.raises(ValueError, match="learning_rate"):
+        recipe_defaults("small", learning_rate=0.1)
+
+
+def test_logit_adjusted_loss_is_the_crossentropy_of_the_log_probabilities_shifted_by_the_log_priors():
+    import tensorflow as tf
+
+    from worker.classifier.training import log_priors, logit_adjusted_loss
+
+    # Three classes, the last never seen in training: it takes the commonest class's prior, not log 0.
+    prior = log_priors(np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(prior, np.log([0.75, 0.25, 0.75]))
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.8, 0.1]], np.float32)
+    targets = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+    shifted = np.log(probabilities) + prior
+    adjusted = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    smoothed = targets * 0.95 + 0.05 / 3
+    expected = -(smoothed * np.log(adjusted)).sum(axis=1).mean()
+    loss = logit_adjusted_loss(prior)(tf.constant(targets), tf.constant(probabilities))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # The rare class's image costs more than under plain cross-entropy: its prior pulls its logit down.
+    assert float(logit_adjusted_loss(prior)(tf.constant(targets[:1]), tf.constant(probabilities[:1]))) > \
+        -(smoothed[0] * np.log(probabilities[0])).sum()
+
+
+def test_training_records_its_loss_and_refuses_an_unknown_one_before_writing(tiny_dataset, tiny_model, tmp_path):
+    from worker.classifier.training import train
+
+    assert tiny_model[1]["training"]["loss"] == "logit-adjusted"
+    with pytest.raises(ValueError, match="choose one of"):
+        train(tiny_dataset, tmp_path / "new", loss="focal")
+    assert not (tmp_path / "new").exists()
+
+
+def test_learning_rate_rises_over_the_warmup_then_decays_to_zero():
+    from worker.classifier.training import learning_rate_schedule
+
+    def rates(schedule, steps):
+        return np.array([float(schedule(step)) for step in steps])
+
+    warm = rates(learning_rate_schedule(1e-3, 100, warmup_steps=10), [0, 5, 10, 55, 100])
+    np.testing.assert_allclose(warm, [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-6)
+    np.testing.assert_allclose(rates(learning_rate_schedule(1e-3, 100), [0, 50, 100]), [1e-3, 5e-4, 0.0],
+                               atol=1e-6)
