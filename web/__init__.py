@@ -18,6 +18,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(config.get("INSTANCE_DIR", Config.INSTANCE_DIR)))
     app.config.from_object(Config)
     app.config.update(config)
+    app.config["CELERY"] = {**Config.CELERY, **config.get("CELERY", {})}  # a setting given replaces its default
     app.config["INSTANCE_DIR"] = app.instance_path
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 

@@ -1,5 +1,6 @@
 """Settings, read from the environment with defaults that run the whole system on one machine."""
 
+import json
 import os
 from pathlib import Path
 
@@ -22,6 +23,19 @@ def _database_url() -> str:
     return url
 
 
+def _celery_settings(defaults: dict) -> dict:
+    """Celery's settings: these defaults, each overridable by CELERY_<NAME> in the environment (a JSON value,
+    or a plain string), e.g. CELERY_WORKER_PREFETCH_MULTIPLIER=4; any other Celery setting can be added so."""
+    settings = dict(defaults)
+    for name, value in os.environ.items():
+        if name.startswith("CELERY_"):
+            try:
+                settings[name.removeprefix("CELERY_").lower()] = json.loads(value)
+            except json.JSONDecodeError:
+                settings[name.removeprefix("CELERY_").lower()] = value
+    return settings
+
+
 class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
     DASHBOARD_USER = os.environ.get("DASHBOARD_USER", "dermatologist")
@@ -36,6 +50,11 @@ class Config:
     # Werkzeug refuses multipart bodies of more parts than this (default 1,000): allow a full batch.
     MAX_FORM_PARTS = MAX_FILES_PER_BATCH + 100
     MAX_FILE_MB = int(os.environ.get("MAX_FILE_MB", "50"))
+    # What counts as a readable image, for the web's check of an upload and the workers' decoder alike. MPO is
+    # how Pillow names the JPEGs many cameras write (a JPEG with a multi-picture index). Dermoscopic
+    # photographs are at most a few tens of megapixels; larger claims are decompression bombs.
+    IMAGE_FORMATS = frozenset({"JPEG", "PNG", "MPO"})
+    MAX_IMAGE_PIXELS = int(float(os.environ.get("MAX_IMAGE_MEGAPIXELS", "80")) * 1_000_000)
     INFERENCE_CHUNK_SIZE = int(os.environ.get("INFERENCE_CHUNK_SIZE", "64"))
     # auto, litert or keras: see worker.classifier.predictor.RUNTIMES.
     INFERENCE_RUNTIME = os.environ.get("INFERENCE_RUNTIME", "auto")
@@ -47,3 +66,17 @@ class Config:
     RETRAIN_DATA_DIR = os.environ.get("RETRAIN_DATA_DIR", "")
     RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # Celery's settings (broker and result backend are REDIS_URL; queues and routes follow the task names in
+    # web/queue.py). Override one with CELERY_<NAME>, or with {"CELERY": {...}} given to create_app.
+    CELERY = _celery_settings({
+        "result_expires": 3600,
+        "task_ignore_result": True,
+        # A task is acknowledged only after it ran; a worker killed mid-task gives it back to the queue.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Longer than any acks_late task may run (inference tasks stop at 11 minutes).
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_connection_retry_on_startup": True,
+        "timezone": "UTC",
+    })

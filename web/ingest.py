@@ -18,10 +18,6 @@ from web.storage import ImageStore
 
 log = logging.getLogger(__name__)
 
-# MPO is how Pillow names the JPEGs many cameras write (a JPEG with a multi-picture index).
-ACCEPTED_FORMATS = {"JPEG", "PNG", "MPO"}
-
-
 @dataclass
 class Upload:
     """One file of a batch. A file over the size limit is never read into memory: data is then empty, and
@@ -53,11 +49,13 @@ class Upload:
         return self.sha256 or hashlib.sha256(self.data).hexdigest()
 
 
-def check_image(data: bytes, max_bytes: int, size: int | None = None) -> str | None:
+def check_image(data: bytes, max_bytes: int, size: int | None = None, *, formats: frozenset[str],
+                max_pixels: int) -> str | None:
     """A cheap look at the header: the reason the file cannot be classified, or None if it looks fine.
 
-    size is the file's size when data was not read (over the limit). The worker decodes fully and rejects
-    what only a full decode finds (a truncated JPEG, say).
+    size is the file's size when data was not read (over the limit). formats and max_pixels are the
+    IMAGE_FORMATS and MAX_IMAGE_PIXELS settings, which the worker's decoder applies too; it decodes fully and
+    rejects what only a full decode finds (a truncated JPEG, say).
     """
     size = len(data) if size is None else size
     if not size:
@@ -68,12 +66,14 @@ def check_image(data: bytes, max_bytes: int, size: int | None = None) -> str | N
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(io.BytesIO(data)) as image:
-                image_format = image.format
+                image_format, (width, height) = image.format, image.size
                 image.verify()
     except Exception as error:  # Pillow raises many types for bad data; each one is a rejection reason.
         return f"not a readable image: {error}"
-    if image_format not in ACCEPTED_FORMATS:
+    if image_format not in formats:
         return f"unsupported image format {image_format}; send JPEG or PNG"
+    if width * height > max_pixels:
+        return f"image is {width}x{height}, larger than we accept"
     return None
 
 
@@ -105,7 +105,8 @@ def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key:
     sent = []
     for upload in uploads:
         batch.image_count += 1
-        reason = check_image(upload.data, max_bytes, upload.size)
+        reason = check_image(upload.data, max_bytes, upload.size, formats=config["IMAGE_FORMATS"],
+                             max_pixels=config["MAX_IMAGE_PIXELS"])
         image = Image(batch=batch, hospital_id=hospital.id, filename=upload.filename, size_bytes=upload.byte_count)
         if reason:
             image.sha256 = upload.digest

@@ -39,15 +39,7 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.conf.update(
         broker_url=config["REDIS_URL"],
         result_backend=config["REDIS_URL"],
-        result_expires=3600,
-        task_ignore_result=True,
-        # A task is acknowledged only after it ran; a worker killed mid-task gives it back to the queue.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        # Longer than any acks_late task may run (inference tasks stop at 11 minutes).
-        broker_transport_options={"visibility_timeout": 3600},
-        broker_connection_retry_on_startup=True,
+        **config["CELERY"],
         task_routes={
             "inference.*": {"queue": INFERENCE_QUEUE},
             "explain.*": {"queue": EXPLAIN_QUEUE},
@@ -59,7 +51,6 @@ def celery_init_app(app: Flask) -> Celery:
         task_queues=[Queue(name) for name in (INFERENCE_QUEUE, EXPLAIN_QUEUE, MAINTENANCE_QUEUE, TRAINING_QUEUE)],
         imports=("worker.tasks",),
         beat_schedule=beat_schedule,
-        timezone="UTC",
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
