@@ -23,6 +23,10 @@ def cli():
     pass
 
 
+# Nor Flask's --app, --env-file and --debug: the app is always web.create_app, configured by its settings.
+cli.params = [param for param in cli.params if param.name not in ("app", "env_file", "debug")]
+
+
 @cli.group()
 def hospitals():
     """Hospitals and their API keys."""
