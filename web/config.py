@@ -75,6 +75,9 @@ class Config:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # How long the master waits for a new pool process to report itself up before killing it (Celery's
+        # default is 4 s); the model loads after that report, so this is only a margin for a busy machine.
+        "worker_proc_alive_timeout": 60,
         # Longer than any acks_late task may run (inference tasks stop at 11 minutes).
         "broker_transport_options": {"visibility_timeout": 3600},
         "broker_connection_retry_on_startup": True,

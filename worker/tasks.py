@@ -6,6 +6,7 @@ database session when that context ends, however the task ended.
 
 import datetime as dt
 import logging
+import threading
 
 from celery import shared_task
 from celery.signals import worker_process_init
@@ -29,12 +30,22 @@ log = logging.getLogger(__name__)
 
 @worker_process_init.connect
 def _load_model_after_fork(**_kwargs):
-    """Each pool process gets its own database connections and its own copy of the model."""
+    """Each pool process gets its own database connections and its own copy of the model. The model loads in
+    the background: the master kills a pool process that has not reported itself up within
+    worker_proc_alive_timeout, and loading TensorFlow and the model takes longer than that on a busy machine,
+    so a replacement for a crashed process would be killed again and again. A task arriving first waits for
+    the load (serving_model holds a lock)."""
     from worker.celery import flask_app
-    from worker.serving import serving_model
 
     with flask_app.app_context():
         db.engine.dispose(close=False)
+    threading.Thread(target=_warm_up, args=(flask_app,), name="load-model", daemon=True).start()
+
+
+def _warm_up(flask_app) -> None:
+    from worker.serving import serving_model
+
+    with flask_app.app_context():
         try:
             serving_model()
         except Exception:  # a broken model must not stop the process; tasks record the error per image
