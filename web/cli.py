@@ -53,7 +53,23 @@ def create_hospital(name: str):
 @hospitals.command("new-key")
 @click.argument("name")
 def new_key(name: str):
-    """Issue another API key for an existing hospital (printed alone on the last line)."""
+    """Issue another API key for an existing hospital (printed alone on the last line); as `keys create`."""
+    click.echo(_issue_key(name))
+
+
+@cli.group()
+def keys():
+    """API keys: issue, list and revoke them."""
+
+
+@keys.command("create")
+@click.argument("hospital")
+def create_key(hospital: str):
+    """Issue an API key for HOSPITAL, printed alone on the last line (it is shown only this once)."""
+    click.echo(_issue_key(hospital))
+
+
+def _issue_key(name: str) -> str:
     from models import AuditEvent, Hospital, db
 
     hospital = db.session.scalar(db.select(Hospital).where(Hospital.name == name))
@@ -62,7 +78,41 @@ def new_key(name: str):
     key = hospital.issue_api_key()
     AuditEvent.record("cli", "hospital.key_issued", f"hospital:{hospital.id}")
     db.session.commit()
-    click.echo(key)
+    return key
+
+
+@keys.command("list")
+@click.argument("hospital", required=False)
+def list_keys(hospital: str | None):
+    """Every key (of HOSPITAL, if given) by its prefix, with when it was issued and revoked."""
+    from models import ApiKey, Hospital, db
+
+    query = db.select(ApiKey, Hospital.name).join(Hospital).order_by(Hospital.name, ApiKey.id)
+    if hospital is not None:
+        query = query.where(Hospital.name == hospital)
+    for key, name in db.session.execute(query):
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        click.echo(f"{key.prefix:12s} {name:30s} issued {key.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("prefix_or_key")
+def revoke_key(prefix_or_key: str):
+    """Revoke a key, named by its listed prefix or given whole; it is refused from the next request on."""
+    from models import ApiKey, AuditEvent, db, utcnow
+    from models.hospital import hash_api_key
+
+    matches = db.session.scalars(db.select(ApiKey).where(
+        db.or_(ApiKey.key_hash == hash_api_key(prefix_or_key), ApiKey.prefix == prefix_or_key),
+        ApiKey.revoked_at.is_(None))).all()
+    if not matches:
+        raise click.ClickException(f"no active key {prefix_or_key!r}; see `melanoma keys list`")
+    if len(matches) > 1:
+        raise click.ClickException(f"{len(matches)} active keys have the prefix {prefix_or_key!r}; give the whole key")
+    matches[0].revoked_at = utcnow()
+    AuditEvent.record("cli", "hospital.key_revoked", f"hospital:{matches[0].hospital_id}", prefix=matches[0].prefix)
+    db.session.commit()
+    click.echo(f"key {matches[0].prefix} revoked")
 
 
 @cli.command(with_appcontext=False)

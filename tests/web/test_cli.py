@@ -24,6 +24,26 @@ def test_hospitals_create_prints_a_working_key_alone_on_the_last_line(runner, cl
     assert db.session.scalar(db.select(db.func.count(Hospital.id))) == 1
 
 
+def test_keys_are_created_listed_and_revoked_and_a_revoked_key_is_refused_at_once(runner, client, hospital):
+    hospital_row, first = hospital
+    second = runner.invoke(cli, args=["keys", "create", hospital_row.name]).output.strip().splitlines()[-1]
+    assert client.get("/api/v1/alerts", headers={"X-API-Key": second}).status_code == 200
+    listed = runner.invoke(cli, args=["keys", "list", hospital_row.name]).output.splitlines()
+    assert [line.split()[0] for line in listed] == [first[:10], second[:10]]
+    assert all(line.endswith("active") for line in listed)
+
+    revoked = runner.invoke(cli, args=["keys", "revoke", second[:10]])
+    assert revoked.exit_code == 0, revoked.output
+    assert client.get("/api/v1/alerts", headers={"X-API-Key": second}).status_code == 401
+    assert client.get("/api/v1/alerts", headers={"X-API-Key": first}).status_code == 200
+    assert "revoked" in runner.invoke(cli, args=["keys", "list"]).output.splitlines()[-1]
+    assert runner.invoke(cli, args=["keys", "revoke", first]).exit_code == 0  # the whole key works too
+    assert client.get("/api/v1/alerts", headers={"X-API-Key": first}).status_code == 401
+    again = runner.invoke(cli, args=["keys", "revoke", second[:10]])
+    assert again.exit_code != 0 and "no active key" in again.output
+    assert runner.invoke(cli, args=["keys", "create", "Nowhere"]).exit_code != 0
+
+
 def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, worker, backend_settings, backend,
                                                            tmp_path, hospital):
     _, key = hospital
