@@ -26,14 +26,14 @@ def _database_url() -> str:
 def _celery_settings(defaults: dict) -> dict:
     """Celery's settings: these defaults, each overridable by CELERY_<NAME> in the environment (a JSON value,
     or a plain string), e.g. CELERY_WORKER_PREFETCH_MULTIPLIER=4; any other Celery setting can be added so."""
-    settings = dict(defaults)
-    for name, value in os.environ.items():
-        if name.startswith("CELERY_"):
-            try:
-                settings[name.removeprefix("CELERY_").lower()] = json.loads(value)
-            except json.JSONDecodeError:
-                settings[name.removeprefix("CELERY_").lower()] = value
-    return settings
+    def parsed(value: str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+
+    return defaults | {name.removeprefix("CELERY_").lower(): parsed(value) for name, value in os.environ.items()
+                       if name.startswith("CELERY_")}
 
 
 class Config:

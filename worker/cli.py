@@ -102,7 +102,8 @@ def explain(image, out, model_dir):
 
     try:
         card, classifier = load_classifier(model_dir or DEFAULT_MODEL_DIR, **_runtime())
-        png, probability = explain_bytes(classifier, Path(image).read_bytes())
+        png, probability = explain_bytes(classifier, Path(image).read_bytes(), Config.IMAGE_FORMATS,
+                                         Config.MAX_IMAGE_PIXELS)
     except (ValueError, UnreadableImage) as error:
         raise click.ClickException(str(error)) from error
     Path(out).write_bytes(png)

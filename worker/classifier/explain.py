@@ -58,11 +58,13 @@ def heatmap_png(original: Image.Image, drops: np.ndarray, opacity: float = 0.5) 
     return out.getvalue()
 
 
-def explain_bytes(classifier: Classifier, data: bytes) -> tuple[bytes, float]:
-    """PNG heatmap for an image file's bytes, and its melanoma probability."""
+def explain_bytes(classifier: Classifier, data: bytes, formats: frozenset[str] | None = None,
+                  max_pixels: int | None = None) -> tuple[bytes, float]:
+    """PNG heatmap for an image file's bytes, and its melanoma probability; formats and max_pixels are the
+    readable-image rule, as for images.decode_image."""
     from worker.classifier.images import decode_image
 
-    drops, probability = occlusion_map(classifier, decode_image(data, classifier.input_size))
+    drops, probability = occlusion_map(classifier, decode_image(data, classifier.input_size, formats, max_pixels))
     with Image.open(io.BytesIO(data)) as picture:
         picture.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEGs decode straight at a reduced scale
         picture = picture.convert("RGB")
