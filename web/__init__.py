@@ -6,6 +6,7 @@ from flask import Flask
 from flask_migrate import Migrate
 
 from models import db
+from web import health
 from web.config import ROOT, Config
 from web.queue import celery_init_app
 
@@ -33,11 +34,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(dashboard_bp)
-
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
-
+    health.init_app(app)
     return app
 
 

@@ -60,8 +60,9 @@ class Config:
     INFERENCE_RUNTIME = os.environ.get("INFERENCE_RUNTIME", "auto")
     # Served models converted for LiteRT, kept under their artifact's hash so a restart does not convert again.
     MODEL_CACHE_DIR = os.environ.get("MODEL_CACHE_DIR", str(_instance_dir() / "model-cache"))
-    # Images still queued this long after upload are queued again (a lost message, a Redis restart).
-    REQUEUE_AFTER_SECONDS = int(os.environ.get("REQUEUE_AFTER_SECONDS", "900"))
+    # The sweep (every minute) queues again images waiting this long that no message in the broker carries
+    # (a lost message, a Redis restart); the wait covers the moment between the web's commit and its send.
+    REQUEUE_AFTER_SECONDS = int(os.environ.get("REQUEUE_AFTER_SECONDS", "60"))
     MAX_ATTEMPTS = int(os.environ.get("MAX_ATTEMPTS", "3"))
     RETRAIN_DATA_DIR = os.environ.get("RETRAIN_DATA_DIR", "")
     RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))

@@ -3,6 +3,8 @@
 Tasks are sent by name, so the web process never imports the workers' code (nor TensorFlow).
 """
 
+import base64
+import json
 from datetime import timedelta
 
 from celery import Celery, Task
@@ -63,3 +65,29 @@ def send_classify(app: Flask, image_ids: list[int]) -> None:
     chunk = app.config["INFERENCE_CHUNK_SIZE"]
     for start in range(0, len(image_ids), chunk):
         celery_app.send_task(CLASSIFY_IMAGES, args=[image_ids[start:start + chunk]], queue=INFERENCE_QUEUE)
+
+
+def task_args_in_broker(celery_app: Celery, queue: str, task_name: str) -> list[list]:
+    """The arguments of every `task_name` message the broker holds for `queue`: waiting in the queue, or
+    delivered to a worker and not yet acknowledged (a task running, prefetched, or a retry waiting for its
+    countdown). Read from Redis as kombu's Redis transport keeps them: a list per queue and priority, and one
+    hash of unacknowledged messages. Only Redis brokers are supported."""
+    with celery_app.connection_for_read() as connection:
+        channel = connection.default_channel
+        client = channel.client
+        raw = [message for priority in channel.priority_steps
+               for message in client.lrange(channel._q_for_pri(queue, priority), 0, -1)]
+        # Read after the queue: a message moves from the queue to this hash when a worker takes it.
+        unacked = [json.loads(value) for value in client.hvals(channel.unacked_key)]
+    messages = [json.loads(message) for message in raw]
+    messages += [payload for payload, _exchange, _routing_key in unacked]
+    found = []
+    for message in messages:
+        if message.get("headers", {}).get("task") != task_name:
+            continue
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, _kwargs, _embed = json.loads(body)
+        found.append(args)
+    return found

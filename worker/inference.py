@@ -3,7 +3,7 @@
 import logging
 
 from flask import current_app
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from models import Alert, Batch, Image, Prediction, db
 from models.batch import ImageStatus
@@ -15,6 +15,10 @@ from worker.classifier.quality import measure_quality, quality_warning
 from worker.serving import serving_model, version_model
 
 log = logging.getLogger(__name__)
+
+# What the database going away raises (psycopg's and SQLite's errors, as SQLAlchemy wraps them): the task
+# retries, and nothing is recorded against the images.
+OUTAGES = (OperationalError, InterfaceError)
 
 
 class RetryImages(Exception):
@@ -42,6 +46,8 @@ def classify_images(image_ids: list[int], max_attempts: int = 3) -> dict:
         _count_attempt([image_id], max_attempts)
         try:
             result = _classify_with_retries(model, [image_id])
+        except OUTAGES:
+            raise
         except Exception as error:
             db.session.rollback()
             log.exception("inference failed for image %s", image_id)

@@ -6,6 +6,7 @@ database session when that context ends, however the task ended.
 
 import datetime as dt
 import logging
+import random
 import threading
 
 from celery import shared_task
@@ -22,10 +23,15 @@ from web.queue import (
     REQUEUE_STALE,
     RETRAIN,
     send_classify,
+    task_args_in_broker,
 )
 from worker import inference
 
 log = logging.getLogger(__name__)
+
+OUTAGES = inference.OUTAGES
+# With the countdown capped at 30 s, about half an hour of tries.
+OUTAGE_RETRIES = 60
 
 
 @worker_process_init.connect
@@ -52,10 +58,22 @@ def _warm_up(flask_app) -> None:
             log.exception("could not load the serving model at start-up")
 
 
+def _outage_countdown(retries: int) -> float:
+    """1, 2, 4 ... up to 30 s, with jitter, so workers do not all come back in the same instant."""
+    return min(30.0, 2.0 ** retries) * random.uniform(0.5, 1.0)
+
+
 @shared_task(name=CLASSIFY_IMAGES, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
 def classify_images(self, image_ids: list[int]) -> dict:
     try:
         return inference.classify_images(image_ids, current_app.config["MAX_ATTEMPTS"])
+    except OUTAGES as error:
+        # The database went away (a restart, a failover): nothing is wrong with the images, so nothing is
+        # recorded on them; the task comes back until the database does (about half an hour of tries; after
+        # that the sweep sends the images again).
+        _forget_session()
+        log.warning("the database is unreachable (%s); retrying images %s", error.__class__.__name__, image_ids)
+        raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error
     except inference.RetryImages as failed:
         # The chunk's other images are classified; these failed on their own, and their reasons are recorded.
         raise self.retry(args=[failed.image_ids], countdown=min(60, 5 * 2 ** self.request.retries)) from failed
@@ -69,50 +87,54 @@ def classify_images(self, image_ids: list[int]) -> dict:
         return {"failed": len(image_ids)}
 
 
-@shared_task(name=EXPLAIN_ALERT, time_limit=300, max_retries=3, autoretry_for=(OSError,), retry_backoff=True)
-def explain_alert(alert_id: int) -> str | None:
-    return inference.explain_alert(alert_id, current_app.config["MAX_ATTEMPTS"])
+@shared_task(name=EXPLAIN_ALERT, bind=True, time_limit=300, max_retries=3, autoretry_for=(OSError,),
+             retry_backoff=True)
+def explain_alert(self, alert_id: int) -> str | None:
+    try:
+        return inference.explain_alert(alert_id, current_app.config["MAX_ATTEMPTS"])
+    except OUTAGES as error:
+        _forget_session()
+        raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error
 
 
-def _waiting_messages(queue: str) -> int:
-    """Messages in a broker queue, not yet taken by any worker."""
-    celery_app = current_app.extensions["celery"]
-    with celery_app.connection_for_read() as connection:
-        try:
-            return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
-        except connection.channel_errors:  # never declared: nobody has sent to it yet
-            return 0
+def _forget_session() -> None:
+    """Drop the session's transaction on a connection that has gone; the pool reconnects on the next use."""
+    try:
+        db.session.rollback()
+    except OUTAGES:
+        pass
 
 
 @shared_task(name=REQUEUE_STALE, time_limit=120)
 def requeue_stale() -> dict:
-    """Queue again what a lost message or a broker restart left behind: images still waiting, and alerts
-    without a heatmap, long after the fact. Only when the queue is empty, so a long backlog is never
-    mistaken for lost work and sent twice."""
+    """Queue again what a lost message or a broker restart left behind: images the database says are waiting
+    that no message in the broker carries, and alerts without a heatmap that no message will draw. Only those
+    older than REQUEUE_AFTER_SECONDS, for the moment between the web's commit and its send; a long backlog
+    is in the broker, so it is never sent twice."""
+    celery_app = current_app.extensions["celery"]
+    # The broker first, then the database: a task that finishes in between is then waiting in neither.
+    in_broker = {image_id for args in task_args_in_broker(celery_app, INFERENCE_QUEUE, CLASSIFY_IMAGES)
+                 for image_id in args[0]}
+    drawing = {args[0] for args in task_args_in_broker(celery_app, EXPLAIN_QUEUE, EXPLAIN_ALERT)}
     cutoff = utcnow() - dt.timedelta(seconds=current_app.config["REQUEUE_AFTER_SECONDS"])
-    requeued = {"images": 0, "heatmaps": 0}
-    if _waiting_messages(INFERENCE_QUEUE) == 0:
-        ids = list(db.session.scalars(
-            db.select(Image.id).where(Image.status == ImageStatus.QUEUED, Image.updated_at < cutoff)
-            .order_by(Image.id).limit(10_000)
-        ))
-        if ids:
-            # Touch them, so the next sweep waits a full period before sending them again.
-            db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow()))
-            db.session.commit()
-            send_classify(current_app, ids)
-            log.warning("requeued %d stale images", len(ids))
-            requeued["images"] = len(ids)
-    if _waiting_messages(EXPLAIN_QUEUE) == 0:
-        alert_ids = list(db.session.scalars(
-            db.select(Alert.id).where(Alert.heatmap_path.is_(None), Alert.created_at < cutoff,
-                                      Alert.heatmap_attempts < current_app.config["MAX_ATTEMPTS"])
-            .order_by(Alert.id).limit(1_000)
-        ))
-        for alert_id in alert_ids:
-            current_app.extensions["celery"].send_task(EXPLAIN_ALERT, args=[alert_id], queue=EXPLAIN_QUEUE)
-        requeued["heatmaps"] = len(alert_ids)
-    return requeued
+    waiting = db.session.scalars(
+        db.select(Image.id).where(Image.status == ImageStatus.QUEUED, Image.updated_at < cutoff)
+        .order_by(Image.id).limit(100_000))
+    ids = [image_id for image_id in waiting if image_id not in in_broker]
+    if ids:
+        # Touch them, so a sweep that runs before their messages are read waits a full period again.
+        db.session.execute(db.update(Image).where(Image.id.in_(ids)).values(updated_at=utcnow()))
+        db.session.commit()
+        send_classify(current_app, ids)
+        log.warning("requeued %d images that no message in the broker carried", len(ids))
+    alerts = db.session.scalars(
+        db.select(Alert.id).where(Alert.heatmap_path.is_(None), Alert.created_at < cutoff,
+                                  Alert.heatmap_attempts < current_app.config["MAX_ATTEMPTS"])
+        .order_by(Alert.id).limit(10_000))
+    alert_ids = [alert_id for alert_id in alerts if alert_id not in drawing]
+    for alert_id in alert_ids:
+        celery_app.send_task(EXPLAIN_ALERT, args=[alert_id], queue=EXPLAIN_QUEUE)
+    return {"images": len(ids), "heatmaps": len(alert_ids)}
 
 
 # Not acks_late: a training run outlives the broker's visibility timeout and must not be redelivered.

@@ -176,44 +176,6 @@ def test_failures_are_counted_and_become_failed_after_the_last_attempt(app):
     assert db.session.get(Batch, batch.id).status == "done"
 
 
-@pytest.mark.parametrize("age_seconds, backlog, expected", [(3600, 0, 2), (0, 0, 0), (3600, 1, 0)])
-def test_stale_queued_images_are_queued_again_unless_a_backlog_explains_them(app, age_seconds, backlog, expected):
-    import datetime as dt
-
-    import worker.tasks  # noqa: F401
-    from models import utcnow
-    from web.queue import REQUEUE_STALE
-
-    broker = redis.Redis.from_url(app.config["REDIS_URL"])
-    broker.delete("inference")
-    _batch(_real_images(2))  # queues one message
-    if not backlog:
-        broker.delete("inference")  # as if the broker lost it
-    db.session.execute(db.update(Image).values(updated_at=utcnow() - dt.timedelta(seconds=age_seconds)))
-    db.session.commit()
-    messages_before = broker.llen("inference")
-    requeued = app.extensions["celery"].tasks[REQUEUE_STALE].apply().get()
-    assert requeued["images"] == expected
-    assert broker.llen("inference") - messages_before == (1 if expected else 0)
-
-
-def test_alerts_left_without_a_heatmap_are_queued_again(app):
-    import datetime as dt
-
-    import worker.tasks  # noqa: F401
-    from models import utcnow
-    from web.queue import REQUEUE_STALE
-
-    broker = redis.Redis.from_url(app.config["REDIS_URL"])
-    batch = _batch(_real_images(2))
-    champion_threshold_zero(app, [image.id for image in batch.images])
-    broker.delete("explain", "inference")  # the heatmap messages were lost
-    db.session.execute(db.update(Alert).values(created_at=utcnow() - dt.timedelta(hours=1)))
-    db.session.commit()
-    requeued = app.extensions["celery"].tasks[REQUEUE_STALE].apply().get()
-    assert requeued["heatmaps"] == 2 and broker.llen("explain") == 2
-
-
 def test_an_alert_heatmap_is_drawn_once_and_stored(app):
     from PIL import Image as PILImage
 
