@@ -9,6 +9,7 @@ submits --images real ISIC images --runs times and prints the timings.
 
 import argparse
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -73,6 +74,7 @@ def main() -> None:
     env.update({"MELANOMA_INSTANCE": str(instance), "PYTHONUNBUFFERED": "1"})
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
+        env.setdefault("SECRET_KEY", secrets.token_hex(32))  # required outside the embedded run
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     subprocess.run([*MELANOMA, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)

@@ -32,6 +32,8 @@ REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = {"postgresql": 11, "sqlite": 12}
 IDLE_REDIS_DB = 13
 BACKENDS = ["postgresql", "sqlite"]
+# Outside the embedded SQLite run the app refuses to start without a secret of its own.
+TEST_SECRET = "test-secret-" + uuid.uuid4().hex
 # The installed `melanoma` command, run with this interpreter.
 MELANOMA_CLI = [sys.executable, "-m", "web.cli"]
 
@@ -81,6 +83,7 @@ def backend_settings(postgres_url, tmp_path_factory):
         redis_url = f"{REDIS_BASE_URL}/{REDIS_DB[backend]}"
         redis.Redis.from_url(redis_url).flushdb()
         settings[backend] = {
+            "SECRET_KEY": TEST_SECRET,
             "SQLALCHEMY_DATABASE_URI": url,
             "REDIS_URL": redis_url,
             "STORAGE_DIR": str(home / "images"),
@@ -154,6 +157,7 @@ def worker_env(settings: dict) -> dict:
         "REDIS_URL": settings["REDIS_URL"],
         "STORAGE_DIR": settings["STORAGE_DIR"],
         "MELANOMA_INSTANCE": settings["INSTANCE_DIR"],
+        "SECRET_KEY": settings.get("SECRET_KEY", TEST_SECRET),
         "PYTHONUNBUFFERED": "1",
     })
     return env

@@ -87,3 +87,10 @@ def test_dockerfile_installs_the_project_and_defaults_to_the_web_server():
     assert 'pip install -e ".[litert,train]"' in dockerfile
     cmd = [line for line in dockerfile.splitlines() if line.startswith("CMD")][0]
     assert '"web:create_app()"' in cmd
+
+
+def test_compose_has_no_default_secrets():
+    """`${NAME:?message}`: compose itself refuses to start without them (and the app refuses known defaults)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD"):
+        assert f"${{{name}:?" in text and f"${{{name}:-" not in text, name

@@ -7,7 +7,7 @@ from flask_migrate import Migrate
 
 from models import db
 from web import health
-from web.config import ROOT, Config
+from web.config import ROOT, Config, settle_secrets
 from web.queue import celery_init_app
 
 migrate = Migrate(directory=str(ROOT / "migrations"))
@@ -22,6 +22,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["CELERY"] = {**Config.CELERY, **config.get("CELERY", {})}  # a setting given replaces its default
     app.config["INSTANCE_DIR"] = app.instance_path
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    settle_secrets(app.config)
 
     db.init_app(app)
     migrate.init_app(app, db)

@@ -14,10 +14,18 @@ import click
 from flask.cli import FlaskGroup
 
 from web import create_app
+from web.config import InsecureSettings
+
+
+def _create_app():
+    try:
+        return create_app()
+    except InsecureSettings as refused:
+        raise click.ClickException(str(refused)) from None
 
 
 # No default commands: Flask's generic run, shell and routes are not how this system runs.
-@click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=False, add_version_option=False,
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, add_version_option=False,
              help="Melanoma alert system. `melanoma db upgrade` migrates; `melanoma serve` runs everything.")
 def cli():
     pass
@@ -123,7 +131,7 @@ def serve(host: str, port: int, concurrency: int):
     """Run web, an inference worker and beat on this machine until interrupted (Ctrl-C)."""
     from web.serve import free_port, plan_children, supervise
 
-    app = create_app()
+    app = _create_app()
     _require_migrated(app)
     env = dict(os.environ)
     redis_port = None

@@ -37,7 +37,8 @@ def _celery_settings(defaults: dict) -> dict:
 
 
 class Config:
-    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    # Required outside the embedded SQLite run, which makes its own (see settle_secrets).
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")
     DASHBOARD_USER = os.environ.get("DASHBOARD_USER", "dermatologist")
     DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD", "")
     INSTANCE_DIR = _instance_dir()
@@ -84,3 +85,56 @@ class Config:
         "broker_connection_retry_on_startup": True,
         "timezone": "UTC",
     })
+
+
+# Values that have shipped as examples or defaults. Outside the embedded run, a secret that is one of them,
+# or shorter than MIN_SECRET_LENGTH, refuses to start.
+KNOWN_DEFAULT_SECRETS = frozenset({"dev-only-change-me", "change-me", "changeme", "secret", "melanoma", "password"})
+MIN_SECRET_LENGTH = 16
+SECRET_FILE = "secret_key"
+
+
+class InsecureSettings(RuntimeError):
+    """A production start with a missing or default secret."""
+
+
+def settle_secrets(config: dict) -> None:
+    """The embedded run (a SQLite database) makes a random SECRET_KEY once and keeps it in the instance folder.
+    On any other database, a missing or known SECRET_KEY, or a database password that is a known default,
+    stops the start with what to set."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite":
+        if not config.get("SECRET_KEY"):
+            config["SECRET_KEY"] = _instance_secret(Path(config["INSTANCE_DIR"]) / SECRET_FILE)
+        return
+    secret = config.get("SECRET_KEY") or ""
+    if not secret or secret in KNOWN_DEFAULT_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+        problem = "is not set" if not secret else "is a known default" if secret in KNOWN_DEFAULT_SECRETS \
+            else f"is shorter than {MIN_SECRET_LENGTH} characters"
+        raise InsecureSettings(
+            f"refusing to start: SECRET_KEY {problem}. Outside the embedded SQLite run set it to a long random "
+            "value, for instance: echo \"SECRET_KEY=$(openssl rand -hex 32)\" >> .env")
+    if url.password is not None and url.password in KNOWN_DEFAULT_SECRETS:
+        raise InsecureSettings(
+            "refusing to start: the database password in DATABASE_URL is a known default. Set POSTGRES_PASSWORD "
+            "(docker-compose) or DATABASE_URL to a password of your own")
+
+
+def _instance_secret(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process of the same run wrote it first
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as out:
+        out.write(secret)
+    return secret

@@ -15,7 +15,7 @@ from flask_migrate import upgrade
 from werkzeug.serving import make_server
 
 from models import Image, Prediction, db
-from tests.conftest import DATA_DIR, ROOT, WorkerProcess, make_hospital, wait_for_batch, worker_env
+from tests.conftest import DATA_DIR, ROOT, TEST_SECRET, WorkerProcess, make_hospital, wait_for_batch, worker_env
 from tests.e2e.services import PrivatePostgres, PrivateRedis
 from web import create_app
 
@@ -28,8 +28,8 @@ class Stack:
 
     def __init__(self, home: Path):
         self.postgres, self.redis = PrivatePostgres(), PrivateRedis()
-        self.settings = {"SQLALCHEMY_DATABASE_URI": self.postgres.url, "REDIS_URL": self.redis.url,
-                         "STORAGE_DIR": str(home / "images"), "INSTANCE_DIR": str(home)}
+        self.settings = {"SECRET_KEY": TEST_SECRET, "SQLALCHEMY_DATABASE_URI": self.postgres.url,
+                         "REDIS_URL": self.redis.url, "STORAGE_DIR": str(home / "images"), "INSTANCE_DIR": str(home)}
         self.app = create_app(self.settings)
         with self.app.app_context():
             upgrade()

@@ -9,14 +9,14 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect
 
 from models import db
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import POSTGRES_ADMIN_URL, TEST_SECRET
 from web import create_app
 
 TABLES = {"hospitals", "api_keys", "batches", "images", "predictions", "alerts", "model_versions", "audit_events"}
 
 
 def _migrate_round_trip(url: str, tmp_path):
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "INSTANCE_DIR": str(tmp_path)})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "INSTANCE_DIR": str(tmp_path), "SECRET_KEY": TEST_SECRET})
     with app.app_context():
         assert not (set(inspect(db.engine).get_table_names()) & TABLES), "the app must not create tables itself"
         upgrade()

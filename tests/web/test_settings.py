@@ -1,11 +1,16 @@
-"""Celery's settings are data in the Flask config: defaults, overridden from the environment or by create_app."""
+"""Settings: Celery's are data in the Flask config (defaults, overridden from the environment or by
+create_app); secrets are required outside the embedded run."""
 
 import json
+import stat
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+import pytest
+
+from tests.conftest import MELANOMA_CLI, ROOT
 from web import create_app
+from web.config import KNOWN_DEFAULT_SECRETS, SECRET_FILE, InsecureSettings
 
 
 def test_celery_takes_its_settings_from_the_flask_config_and_one_given_keeps_the_other_defaults(tmp_path):
@@ -24,3 +29,32 @@ def test_a_deployment_overrides_a_celery_setting_from_the_environment(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                             check=True)
     assert json.loads(result.stdout.splitlines()[-1]) == [120, {"visibility_timeout": 7200}, "Europe/Vienna"]
+
+
+@pytest.mark.parametrize("secret, problem", [("", "is not set"), ("dev-only-change-me", "is a known default"),
+                                             ("change-me", "is a known default"), ("short-secret", "is shorter than")])
+def test_a_production_start_refuses_a_missing_or_default_secret(tmp_path, secret, problem):
+    settings = {"INSTANCE_DIR": str(tmp_path), "SECRET_KEY": secret,
+                "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://postgres@127.0.0.1:5432/test"}
+    with pytest.raises(InsecureSettings, match=f"SECRET_KEY {problem}"):
+        create_app(settings)
+    settings["SECRET_KEY"] = "a" * 40
+    with pytest.raises(InsecureSettings, match="database password"):
+        create_app({**settings, "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://melanoma:melanoma@db:5432/melanoma"})
+    assert create_app(settings).config["SECRET_KEY"] == "a" * 40
+
+
+def test_the_embedded_run_makes_its_own_secret_once(tmp_path):
+    first = create_app({"INSTANCE_DIR": str(tmp_path), "SECRET_KEY": ""}).config["SECRET_KEY"]
+    assert len(first) == 64 and first not in KNOWN_DEFAULT_SECRETS
+    assert create_app({"INSTANCE_DIR": str(tmp_path), "SECRET_KEY": ""}).config["SECRET_KEY"] == first
+    assert stat.S_IMODE((tmp_path / SECRET_FILE).stat().st_mode) == 0o600
+    assert create_app({"INSTANCE_DIR": str(tmp_path / "other"), "SECRET_KEY": ""}).config["SECRET_KEY"] != first
+
+
+def test_the_cli_says_what_to_set_instead_of_a_traceback(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "MELANOMA_INSTANCE": str(tmp_path),
+           "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test"}
+    result = subprocess.run([*MELANOMA_CLI, "keys", "list"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "refusing to start: SECRET_KEY is not set" in result.stderr and "openssl rand" in result.stderr
