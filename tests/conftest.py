@@ -104,7 +104,8 @@ def backend(request):
 
 @pytest.fixture
 def app(request, backend, backend_settings):
-    settings = {**backend_settings[backend], "TESTING": True}
+    # Rate-limit counts of their own, so one test's failed logins never throttle the next test.
+    settings = {**backend_settings[backend], "TESTING": True, "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
     if "worker" not in request.fixturenames:
         settings["REDIS_URL"] = f"{REDIS_BASE_URL}/{IDLE_REDIS_DB}"
     app = create_app(settings)

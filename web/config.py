@@ -65,6 +65,11 @@ class Config:
     # (a lost message, a Redis restart); the wait covers the moment between the web's commit and its send.
     REQUEUE_AFTER_SECONDS = int(os.environ.get("REQUEUE_AFTER_SECONDS", "60"))
     MAX_ATTEMPTS = int(os.environ.get("MAX_ATTEMPTS", "3"))
+    # Rate limits (see web/limits.py), as Flask-Limiter reads them ("20 per minute", "5/second;100/hour").
+    RATE_LIMIT_AUTH_FAILURES = os.environ.get("RATE_LIMIT_AUTH_FAILURES", "20 per minute")
+    RATE_LIMIT_UPLOADS = os.environ.get("RATE_LIMIT_UPLOADS", "120 per minute")
+    RATE_LIMIT_READS = os.environ.get("RATE_LIMIT_READS", "1200 per minute")
+    RATELIMIT_KEY_PREFIX = "melanoma-limits"
     RETRAIN_DATA_DIR = os.environ.get("RETRAIN_DATA_DIR", "")
     RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}

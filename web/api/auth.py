@@ -8,7 +8,7 @@ from models import ApiKey
 from web.api.errors import ApiError
 
 
-def _presented_key() -> str | None:
+def presented_key() -> str | None:
     key = request.headers.get("X-API-Key", "").strip()
     if key:
         return key
@@ -23,7 +23,7 @@ def require_api_key(view):
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
-        key = _presented_key()
+        key = presented_key()
         if key is None:
             raise ApiError(401, "missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'")
         hospital = ApiKey.find_hospital(key)
