@@ -18,6 +18,10 @@ from web.storage import ImageStore
 
 log = logging.getLogger(__name__)
 
+# The words of the workers' decoder (worker/classifier/images.py) too: one rule, said the same way.
+NOT_AN_IMAGE = "not an image we can read: the content is not a JPEG or PNG picture"
+TOO_LARGE = "the picture claims more pixels than any dermoscopic photograph (a decompression bomb?)"
+
 @dataclass
 class Upload:
     """One file of a batch. A file over the size limit is never read into memory: data is then empty, and
@@ -68,8 +72,12 @@ def check_image(data: bytes, max_bytes: int, size: int | None = None, *, formats
             with PILImage.open(io.BytesIO(data)) as image:
                 image_format, (width, height) = image.format, image.size
                 image.verify()
+    except PILImage.UnidentifiedImageError:
+        return NOT_AN_IMAGE
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        return TOO_LARGE
     except Exception as error:  # Pillow raises many types for bad data; each one is a rejection reason.
-        return f"not a readable image: {error}"
+        return f"damaged image data: {error}"
     if image_format not in formats:
         return f"unsupported image format {image_format}; send JPEG or PNG"
     if width * height > max_pixels:

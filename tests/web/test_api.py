@@ -64,7 +64,7 @@ def test_unreadable_files_are_rejected_with_reasons_and_the_rest_goes_on(client,
     reasons = {row["filename"]: row["rejection_reason"] for row in results["results"]}
     assert reasons["ok.png"] is None
     assert reasons["empty.jpg"] == "empty file"
-    assert "not a readable image" in reasons["text.jpg"]
+    assert "not an image we can read" in reasons["text.jpg"]
     assert "unsupported image format GIF" in reasons["pic.gif"]
 
 

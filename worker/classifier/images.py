@@ -12,6 +12,10 @@ from PIL import Image, UnidentifiedImageError
 
 T = TypeVar("T")
 
+# Said as the web's check of an upload says them (web/ingest.py), which cannot be imported from here.
+NOT_AN_IMAGE = "not an image we can read: the content is not a JPEG or PNG picture"
+TOO_LARGE = "the picture claims more pixels than any dermoscopic photograph (a decompression bomb?)"
+
 
 class UnreadableImage(ValueError):
     """The bytes are not an image we can classify; the message says why, for the hospital's results."""
@@ -42,8 +46,10 @@ def decode_image(data: bytes, input_size: int, formats: frozenset[str] | None = 
                 rgb = _eight_bit_rgb(image)
     except UnreadableImage:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise UnreadableImage(f"not a readable image: {error}") from error
+    except UnidentifiedImageError as error:
+        raise UnreadableImage(NOT_AN_IMAGE) from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UnreadableImage(TOO_LARGE) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise UnreadableImage(f"damaged image data: {error}") from error
     resized = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR, reducing_gap=None)

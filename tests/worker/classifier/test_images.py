@@ -16,7 +16,7 @@ def test_decode_image_gives_the_input_size_whatever_the_source_size():
         assert array.shape == (96, 96, 3) and array.dtype == np.uint8
     with pytest.raises(UnreadableImage, match="empty"):
         decode_image(b"", 96)
-    with pytest.raises(UnreadableImage, match="not a readable image"):
+    with pytest.raises(UnreadableImage, match="not an image we can read"):
         decode_image(b"plain text", 96)
 
 
