@@ -167,14 +167,14 @@ def worker_env(settings: dict) -> dict:
 class WorkerProcess:
     """A real `celery -A worker worker` process on the test's database and Redis."""
 
-    def __init__(self, settings: dict, log_path: Path):
+    def __init__(self, settings: dict, log_path: Path, queues: str = "inference,explain,maintenance",
+                 env: dict | None = None):
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-             "--queues", "inference,explain,maintenance", "--concurrency", "1",
-             "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"],
-            cwd=ROOT, env=worker_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+             "--queues", queues, "--concurrency", "1", "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"],
+            cwd=ROOT, env={**worker_env(settings), **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT,
         )
 
     def output(self) -> str:

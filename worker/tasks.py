@@ -7,7 +7,10 @@ database session when that context ends, however the task ended.
 import datetime as dt
 import logging
 import random
+import shutil
 import threading
+import time
+from pathlib import Path
 
 from celery import shared_task
 from celery.signals import worker_process_init
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 OUTAGES = inference.OUTAGES
 # With the countdown capped at 30 s, about half an hour of tries.
 OUTAGE_RETRIES = 60
+RETRAIN_TIME_LIMIT = 4 * 3600
+PARTIAL = ".partial"  # the name a model folder has while it is being trained
 
 
 @worker_process_init.connect
@@ -138,12 +143,10 @@ def requeue_stale() -> dict:
 
 
 # Not acks_late: a training run outlives the broker's visibility timeout and must not be redelivered.
-@shared_task(name=RETRAIN, time_limit=4 * 3600, acks_late=False)
+@shared_task(name=RETRAIN, time_limit=RETRAIN_TIME_LIMIT, acks_late=False)
 def retrain() -> int:
     """Train a new model on RETRAIN_DATA_DIR with the champion's recipe and register it (not promoted:
     an operator decides, helped by the comparison with the champion recorded in the audit trail)."""
-    from pathlib import Path
-
     from models import ModelVersion
     from worker.classifier.training import recipe_defaults, train
     from worker.registry import register_model
@@ -151,19 +154,33 @@ def retrain() -> int:
     data_dir = current_app.config["RETRAIN_DATA_DIR"]
     if not data_dir:
         raise ValueError("RETRAIN_DATA_DIR is not set; point it at a folder of class folders")
-    out_dir = Path(current_app.config["INSTANCE_DIR"]) / "models" / utcnow().strftime("%Y%m%d-%H%M%S")
+    models_dir = Path(current_app.config["INSTANCE_DIR"]) / "models"
+    _remove_abandoned_runs(models_dir)
+    out_dir = models_dir / utcnow().strftime("%Y%m%d-%H%M%S")
+    # Trained under a name no one registers, renamed when complete: a run killed midway (out of memory, a
+    # deploy) leaves a .partial folder, never a model folder with half its files.
+    partial = out_dir.with_name(out_dir.name + PARTIAL)
     champion = ModelVersion.champion()
     training = (champion.card or {}).get("training", {}) if champion else {}
     backbone = training.get("backbone", "efficientnet_lite0")
-    train(data_dir, out_dir, backbone=backbone, seed=training.get("seed", 0), verbose=0,
+    train(data_dir, partial, backbone=backbone, seed=training.get("seed", 0), verbose=0,
           **recipe_defaults(backbone, epochs=training.get("epochs"),
                             input_size=champion.input_size if champion else None,
                             **{key: training.get(key)
                                for key in ("augmentation", "style_mix", "colour", "loss")}))
+    partial.rename(out_dir)
     version = register_model(out_dir, promote=False, actor="schedule:retrain")
     if champion is not None:
         _compare_with_champion(champion, version, out_dir, data_dir)
     return version.id
+
+
+def _remove_abandoned_runs(models_dir: Path) -> None:
+    """Folders of runs that died midway, older than any run may last (so a run in progress is never touched)."""
+    for folder in models_dir.glob(f"*{PARTIAL}"):
+        if time.time() - folder.stat().st_mtime > RETRAIN_TIME_LIMIT:
+            log.warning("removing %s, left by a training run that did not finish", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _compare_with_champion(champion, version, out_dir, data_dir) -> None:

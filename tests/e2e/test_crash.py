@@ -9,7 +9,7 @@ import psutil
 import pytest
 import requests
 
-from models import Image, Prediction, db
+from models import AuditEvent, Image, Prediction, db
 from tests.conftest import DATA_DIR, make_hospital, wait_for_batch
 
 KILLS = 3
@@ -59,3 +59,52 @@ def test_killing_the_pool_process_mid_batch_loses_nothing_and_doubles_nothing(ap
         db.select(Image.id, db.func.count(Prediction.id)).outerjoin(Prediction, Prediction.image_id == Image.id)
         .where(Image.batch_id == batch_id, Image.status == "done").group_by(Image.id)).all())
     assert len(predictions) == body["counts"]["done"] and set(predictions.values()) == {1}
+
+
+@pytest.mark.slow
+def test_killing_the_training_process_midway_registers_no_model_and_the_worker_comes_back(backend_settings,
+                                                                                          tmp_path):
+    """A retraining run killed mid-fit leaves a .partial folder, no model version and no model folder; the
+    training worker brings a new pool process up by itself."""
+    from models import ModelVersion
+    from tests.conftest import WorkerProcess
+    from web import create_app
+    from web.queue import RETRAIN, TRAINING_QUEUE
+    from worker.registry import ensure_champion
+
+    settings = {**backend_settings["postgresql"], "INSTANCE_DIR": str(tmp_path / "instance")}
+    data_dir = tmp_path / "data"
+    for folder in sorted(path for path in DATA_DIR.iterdir() if path.is_dir()):
+        (data_dir / folder.name).mkdir(parents=True)
+        for image in sorted(folder.glob("*.jpg"))[:6]:
+            (data_dir / folder.name / image.name).write_bytes(image.read_bytes())
+    app = create_app(settings)
+    with app.app_context():
+        ensure_champion(app.config["MODEL_DIR"])  # as every worker does when it starts
+        versions_before = db.session.scalar(db.select(db.func.count(ModelVersion.id)))
+    trainer = WorkerProcess(settings, tmp_path / "trainer.log", queues=TRAINING_QUEUE,
+                            env={"RETRAIN_DATA_DIR": str(data_dir), "MELANOMA_INSTANCE": settings["INSTANCE_DIR"]})
+    models_dir = tmp_path / "instance" / "models"
+    try:
+        app.extensions["celery"].send_task(RETRAIN, queue=TRAINING_QUEUE)
+        deadline = time.monotonic() + 240
+        while not list(models_dir.glob("*.partial")):
+            assert time.monotonic() < deadline and trainer.process.poll() is None, trainer.output()[-4000:]
+            time.sleep(0.5)
+        time.sleep(15)  # into the fit
+        (child,) = _pool_children(trainer)
+        busy = child.cpu_times()
+        print(f"killing the training process after {busy.user + busy.system:.0f} s of CPU")
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while not [c for c in _pool_children(trainer) if c.pid != child.pid]:
+            assert time.monotonic() < deadline, f"no new pool process:\n{trainer.output()[-4000:]}"
+            time.sleep(0.5)
+        assert trainer.process.poll() is None
+    finally:
+        trainer.stop()
+    assert [path.name.endswith(".partial") for path in models_dir.iterdir()] == [True], list(models_dir.iterdir())
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(ModelVersion.id))) == versions_before
+        assert not db.session.scalar(db.select(AuditEvent).where(AuditEvent.actor == "schedule:retrain"))
+        db.engine.dispose()

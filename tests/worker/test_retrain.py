@@ -1,6 +1,10 @@
 """Scheduled retraining: trains with the champion's recipe and registers the result without promoting it."""
 
 import json
+import os
+import shutil
+import time
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +20,21 @@ def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny
     model_dir, card = tiny_model
     champion = register_model(model_dir, promote=True)
     app.config["RETRAIN_DATA_DIR"] = str(tiny_dataset)
+    # What a run killed midway leaves, long ago; and one that is still going on now.
+    models_dir = Path(app.config["INSTANCE_DIR"]) / "models"
+    abandoned, running = models_dir / "20260101-000000.partial", models_dir / "20990101-000000.partial"
+    for folder in (abandoned, running):
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"half a model")
+    os.utime(abandoned, (time.time() - 5 * 3600,) * 2)
     new_id = app.extensions["celery"].tasks[RETRAIN].apply().get()
     db.session.expire_all()
     new = db.session.get(ModelVersion, new_id)
     assert new.id != champion.id and not new.is_champion
+    new_dir = resolve_path(new.artifact_path).parent
+    assert new_dir.parent == models_dir and not new_dir.name.endswith(".partial")
+    assert not abandoned.exists() and running.exists()
+    shutil.rmtree(running)
     assert ModelVersion.champion().id == champion.id
     assert new.card["training"]["backbone"] == card["training"]["backbone"] == "small"
     assert new.input_size == card["input_size"] and new.card["training"]["epochs"] == card["training"]["epochs"]
@@ -30,7 +45,6 @@ def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny
     # Same seed, same data: the test split they share decides, as `melanoma compare` would.
     event = db.session.scalar(db.select(AuditEvent).where(AuditEvent.target == f"model:{new_id}",
                                                           AuditEvent.action == "model.compared"))
-    new_dir = resolve_path(new.artifact_path).parent
     written = json.loads(comparison_path(model_dir, new_dir).read_text())
     expected = compare(model_dir, new_dir, tiny_dataset, out_path=tmp_path / "again.json")
     assert written == expected and written["images"] == 9 and written["melanomas"] == 1
