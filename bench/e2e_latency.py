@@ -9,30 +9,12 @@ submits --images real ISIC images --runs times and prints the timings.
 
 import argparse
 import os
-import secrets
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import requests
-
-from web.serve import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"
-MELANOMA = [sys.executable, "-m", "web.cli"]
-
-
-def pick_images(count: int, offset: int) -> list[Path]:
-    everything = sorted(DATA_DIR.rglob("*.jpg"))
-    if len(everything) < count:
-        raise SystemExit(f"only {len(everything)} images under {DATA_DIR}")
-    step = len(everything) // count
-    return [everything[(offset + i * step) % len(everything)] for i in range(count)]
+from system import pick_images, running_system
 
 
 def submit_and_wait(server: str, key: str, images: list[Path]) -> dict:
@@ -69,34 +51,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="")
     args = parser.parse_args()
 
-    instance = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
-    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"MELANOMA_INSTANCE": str(instance), "PYTHONUNBUFFERED": "1"})
-    if args.database_url:
-        env["DATABASE_URL"] = args.database_url
-        env.setdefault("SECRET_KEY", secrets.token_hex(32))  # required outside the embedded run
-    if args.redis_url:
-        env["REDIS_URL"] = args.redis_url
-    subprocess.run([*MELANOMA, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
-    created = subprocess.run([*MELANOMA, "hospitals", "create", f"bench-{os.getpid()}"], cwd=ROOT, env=env,
-                             check=True, capture_output=True, text=True)
-    key = created.stdout.strip().splitlines()[-1]
-    port = free_port()
-    server = f"http://127.0.0.1:{port}"
-    log = open(instance / "serve.log", "wb")
-    serve = subprocess.Popen([*MELANOMA, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{server}/healthz", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or serve.poll() is not None:
-                raise SystemExit(f"the server did not start; see {instance / 'serve.log'}")
-            time.sleep(0.2)
+    with running_system(1, args.database_url, args.redis_url) as (server, (key,)):
         warm = submit_and_wait(server, key, pick_images(1, 0))
         print(f"warm-up (worker start, model load, 1 image): {warm['post_to_done_s']:.2f} s")
         timings = []
@@ -112,10 +67,6 @@ def main() -> None:
               f"POST->complete results median {statistics.median(done):.2f} s "
               f"(min {min(done):.2f}, max {max(done):.2f}); "
               f"{args.images / statistics.median(done):.1f} images/s end to end")
-    finally:
-        serve.send_signal(signal.SIGINT)
-        serve.wait(timeout=60)
-        log.close()
 
 
 if __name__ == "__main__":

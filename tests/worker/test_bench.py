@@ -83,3 +83,12 @@ def test_metrics_speed_bench_times_ours_and_scikit_learns_auc_and_balanced_accur
     rows = {line[:20].strip(): line[20:].split() for line in result.stdout.splitlines()[2:]}
     assert set(rows) == {"melanoma AUC", "balanced accuracy"}
     assert all(float(value) > 0 for values in rows.values() for value in values)
+
+
+@pytest.mark.slow
+def test_load_bench_runs_the_whole_system_and_prints_its_figures():
+    result = subprocess.run([sys.executable, "bench/load.py", "--clients", "3", "--batches", "2", "--images", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "12 to send, 12 accepted, 12 ended with a result, lost 0" in result.stdout, result.stdout
+    assert "5xx: 0" in result.stdout and "submit latency: p50" in result.stdout
