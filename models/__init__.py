@@ -2,9 +2,11 @@
 
 from models.base import db, utcnow
 from models.batch import Batch, Image
+from models.diagnosis import ConfirmedDiagnosis
 from models.hospital import ApiKey, AuditEvent, Hospital
 from models.prediction import Alert, ModelVersion, Prediction
 
 __all__ = [
     "db", "utcnow", "Hospital", "ApiKey", "AuditEvent", "Batch", "Image", "Prediction", "Alert", "ModelVersion",
+    "ConfirmedDiagnosis",
 ]

@@ -4,12 +4,16 @@ import csv
 import io
 
 RESULT_COLUMNS = ("filename", "status", "predicted_class", "melanoma_probability", "alert", "quality_warning",
-                  "rejection_reason", "sha256", "model_version")
+                  "rejection_reason", "sha256", "model_version", "image_id", "confirmed_diagnosis",
+                  "confirmed_method")
 
 
 def result_row(filename: str, status: str, sha256: str = "", predicted_class: str | None = None,
                melanoma_probability: float | None = None, alert: bool = False, quality_warning: str | None = None,
-               rejection_reason: str | None = None, model_version: str | None = None) -> dict:
+               rejection_reason: str | None = None, model_version: str | None = None, image_id: int | None = None,
+               confirmed_diagnosis: str | None = None, confirmed_method: str | None = None) -> dict:
+    """One image's row. image_id and the confirmed diagnosis (the newest one recorded, with how it was
+    confirmed) are there for results from the server, so a hospital can name the image when it posts one."""
     return {
         "filename": filename,
         "status": status,
@@ -20,6 +24,9 @@ def result_row(filename: str, status: str, sha256: str = "", predicted_class: st
         "rejection_reason": rejection_reason,
         "sha256": sha256,
         "model_version": model_version,
+        "image_id": image_id,
+        "confirmed_diagnosis": confirmed_diagnosis,
+        "confirmed_method": confirmed_method,
     }
 
 

@@ -12,7 +12,8 @@ from models import db
 from tests.conftest import POSTGRES_ADMIN_URL, TEST_SECRET
 from web import create_app
 
-TABLES = {"hospitals", "api_keys", "batches", "images", "predictions", "alerts", "model_versions", "audit_events"}
+TABLES = {"hospitals", "api_keys", "batches", "images", "predictions", "alerts", "model_versions", "audit_events",
+          "confirmed_diagnoses"}
 
 
 def _migrate_round_trip(url: str, tmp_path):

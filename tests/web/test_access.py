@@ -10,6 +10,7 @@ from werkzeug.routing import Rule
 from models import Alert, db
 from tests.conftest import dataset_images, make_hospital
 from tests.worker.test_inference import champion_threshold_zero
+from web import diagnoses
 from web.ingest import Upload, create_batch
 
 PUBLIC = {"healthz", "readyz", "static"}
@@ -30,7 +31,8 @@ def _url(rule: Rule, values: dict) -> str:
 
 @pytest.fixture
 def two_hospitals(app):
-    """Hospital A with a batch, an image named with a marker, and an alert; hospital B with nothing."""
+    """Hospital A with a batch, an image named with a marker, an alert and a confirmed diagnosis; hospital B
+    with nothing."""
     app.config["DASHBOARD_PASSWORD"] = DASHBOARD_LOGIN[1]
     app.config["RATE_LIMIT_AUTH_FAILURES"] = "1000 per minute"  # this test fails to log in on purpose, often
     hospital_a, key_a = make_hospital()
@@ -39,6 +41,8 @@ def two_hospitals(app):
     batch, _ = create_batch(hospital_a, [Upload(f"{MARKER}.jpg", image.read_bytes())])
     champion_threshold_zero(app, [batch.images[0].id])
     alert = db.session.scalars(db.select(Alert)).one()
+    diagnoses.record(hospital_a, [{"image_id": batch.images[0].id, "diagnosis": "melanoma",
+                                   "method": "histopathology"}], actor="test")
     return {"batch_id": batch.id, "alert_id": alert.id}, key_a, key_b
 
 
@@ -86,5 +90,5 @@ def test_no_api_route_shows_one_hospital_what_belongs_to_another(app, client, tw
             assert theirs.status_code == 404, (method, url, theirs.get_json())
             ours = _call(client, method, url, headers={"X-API-Key": key_a})
             assert ours.get_json(silent=True) != theirs.get_json(), (method, url)
-    listed = client.get("/api/v1/alerts", headers={"X-API-Key": key_a}).get_data(as_text=True)
-    assert MARKER in listed  # the marker is there to be found by its owner
+    for listing in ("/api/v1/alerts", "/api/v1/diagnoses"):  # the marker is there to be found by its owner
+        assert MARKER in client.get(listing, headers={"X-API-Key": key_a}).get_data(as_text=True), listing

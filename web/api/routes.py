@@ -3,7 +3,7 @@
 from flask import Response, current_app, g, request, url_for
 from sqlalchemy.orm import selectinload
 
-from models import Alert, Batch, Image, Prediction, db
+from models import Alert, Batch, ConfirmedDiagnosis, Image, Prediction, db
 from models.prediction import AlertStatus
 from web.api import bp
 from web.api.auth import require_api_key
@@ -72,7 +72,7 @@ def _clean_filename(name: str | None, index: int) -> str:
     return cleaned[:500] or f"file-{index}"
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def int_arg(name: str, default: int, low: int, high: int) -> int:
     """A whole-number query parameter within [low, high]; anything else is a 400 that says so."""
     raw = request.args.get(name)
     if raw is None:
@@ -90,8 +90,8 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 @require_api_key
 def list_batches():
     """Newest first, `limit` at a time (at most 500); `next` is the URL of the older ones."""
-    limit = _int_arg("limit", 50, 1, 500)
-    before = _int_arg("before", MAX_ID, 1, MAX_ID)
+    limit = int_arg("limit", 50, 1, 500)
+    before = int_arg("before", MAX_ID, 1, MAX_ID)
     batches = db.session.scalars(
         db.select(Batch).where(Batch.hospital_id == g.hospital.id, Batch.id < before)
         .order_by(Batch.id.desc()).limit(limit + 1)
@@ -117,8 +117,11 @@ def batch_results(batch: Batch) -> list[dict]:
             selectinload(Image.predictions).selectinload(Prediction.model_version),
         )
     )
+    images = images.all()
+    confirmed = ConfirmedDiagnosis.newest([image.id for image in images])
     for image in images:
         prediction = image.predictions[-1] if image.predictions else None
+        label = confirmed.get(image.id)
         rows.append(result_row(
             filename=image.filename, status=image.status, sha256=image.sha256,
             predicted_class=prediction.predicted_class if prediction else None,
@@ -126,7 +129,8 @@ def batch_results(batch: Batch) -> list[dict]:
             alert=prediction is not None and prediction.alert is not None,
             quality_warning=prediction.quality_warning if prediction else None,
             rejection_reason=image.rejection_reason,
-            model_version=prediction.model_version.label if prediction else None,
+            model_version=prediction.model_version.label if prediction else None, image_id=image.id,
+            confirmed_diagnosis=label.diagnosis if label else None, confirmed_method=label.method if label else None,
         ))
     return rows
 
@@ -153,8 +157,8 @@ def list_alerts():
     status = request.args.get("status", AlertStatus.OPEN)
     if status not in (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED):
         raise ApiError(400, f"unknown alert status {status!r}; use open, acknowledged or resolved")
-    limit = _int_arg("limit", 1000, 1, 5000)
-    offset = _int_arg("offset", 0, 0, MAX_ID)
+    limit = int_arg("limit", 1000, 1, 5000)
+    offset = int_arg("offset", 0, 0, MAX_ID)
     where = (Alert.hospital_id == g.hospital.id, Alert.status == status)
     total = db.session.scalar(db.select(db.func.count(Alert.id)).where(*where))
     alerts = db.session.scalars(

@@ -1,0 +1,44 @@
+"""Confirmed diagnoses: what a hospital learned about one of its images (histopathology weeks later,
+follow-up, consensus), the labels retraining learns from. Rows are never changed: a new confirmation of the
+same image is a new row that names the value it replaced; the newest counts."""
+
+import datetime as dt
+
+from sqlalchemy import DateTime, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import db, utcnow
+
+# The nine diagnoses of the ISIC collection, as the classifier names them (worker/classifier/choices.py; a
+# test keeps the two lists equal), and "other" for a confirmed diagnosis outside them.
+DIAGNOSES = ("actinic keratosis", "basal cell carcinoma", "dermatofibroma", "melanoma", "nevus",
+             "pigmented benign keratosis", "seborrheic keratosis", "squamous cell carcinoma", "vascular lesion",
+             "other")
+METHODS = ("histopathology", "consensus", "follow-up", "clinical")
+
+
+class ConfirmedDiagnosis(db.Model):
+    __tablename__ = "confirmed_diagnoses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"), index=True)
+    diagnosis: Mapped[str] = mapped_column(String(40))
+    method: Mapped[str] = mapped_column(String(20))
+    # Who confirmed it, as the hospital names them (a pathologist, a clinic); optional.
+    confirmed_by: Mapped[str | None] = mapped_column(String(200))
+    # Who entered it here: "hospital:<id>" for an API key, a user for the dashboard.
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # The diagnosis this one replaced (the image's newest before it), or None for the first.
+    replaced: Mapped[str | None] = mapped_column(String(40))
+
+    image = relationship("Image")
+
+    @classmethod
+    def newest(cls, image_ids: list[int]) -> dict[int, "ConfirmedDiagnosis"]:
+        """The diagnosis that counts for each of these images that has one."""
+        latest = (db.select(cls.image_id, db.func.max(cls.id).label("id")).where(cls.image_id.in_(image_ids))
+                  .group_by(cls.image_id).subquery())
+        rows = db.session.scalars(db.select(cls).join(latest, cls.id == latest.c.id))
+        return {row.image_id: row for row in rows}
