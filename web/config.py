@@ -70,7 +70,9 @@ class Config:
     RATE_LIMIT_UPLOADS = os.environ.get("RATE_LIMIT_UPLOADS", "120 per minute")
     RATE_LIMIT_READS = os.environ.get("RATE_LIMIT_READS", "1200 per minute")
     RATELIMIT_KEY_PREFIX = "melanoma-limits"
-    RETRAIN_DATA_DIR = os.environ.get("RETRAIN_DATA_DIR", "")
+    # Folders of class folders (comma-separated) that beat retrains on, together; none: no retraining.
+    RETRAIN_DATA_DIRS = [folder.strip() for folder in os.environ.get("RETRAIN_DATA_DIRS", "").split(",")
+                         if folder.strip()]
     RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # Celery's settings (broker and result backend are REDIS_URL; queues and routes follow the task names in

@@ -36,7 +36,7 @@ def celery_init_app(app: Flask) -> Celery:
     beat_schedule = {
         "requeue-stale-images": {"task": REQUEUE_STALE, "schedule": 60.0},
     }
-    if config["RETRAIN_DATA_DIR"]:
+    if config["RETRAIN_DATA_DIRS"]:
         beat_schedule["retrain"] = {"task": RETRAIN, "schedule": timedelta(hours=config["RETRAIN_EVERY_HOURS"])}
     celery_app.conf.update(
         broker_url=config["REDIS_URL"],

@@ -113,19 +113,20 @@ def explain(image, out, model_dir):
 
 @click.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
-              help="test: the held-out split of the data the model was trained on; all: every audited image.")
+              help="test: the held-out split of the data the model was trained on (the same folders); all: "
+                   "every audited image.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for the JSON and plots (default MODEL_DIR/evaluation).")
 @click.option("--perturb/--no-perturb", default=True, show_default=True,
               help="Also score the images under simulated acquisition changes (colour, vignetting, blur...).")
-def evaluate(model_dir, data_dir, split, out, perturb):
+def evaluate(model_dir, data_dirs, split, out, perturb):
     """Evaluate a model directory: overall, per source and under acquisition changes; JSON plus PNG plots."""
     from worker.classifier.evaluation import evaluate as run_evaluation
 
     try:
-        report = run_evaluation(model_dir, data_dir, split=split, out_dir=out, perturb=perturb, **_runtime())
+        report = run_evaluation(model_dir, list(data_dirs), split=split, out_dir=out, perturb=perturb, **_runtime())
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     rows = [("overall", report["overall"])] + [(f"source: {k}", v) for k, v in report["per_source"].items()]
@@ -162,15 +163,15 @@ def evaluate(model_dir, data_dir, split, out, perturb):
 @click.command()
 @click.argument("champion_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("challenger_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
-              help="test: the held-out split both models share (trained with the same seed on DATA_DIR); "
+              help="test: the held-out split both models share (trained with the same seed on DATA_DIRS); "
                    "all: every audited image, for data neither model trained on.")
 @click.option("--draws", type=click.IntRange(min=100), default=2000, show_default=True,
               help="Paired bootstrap resamplings of the images.")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Where to write the JSON (default CHALLENGER_DIR/evaluation/compared-with-<champion>.json).")
-def compare(champion_dir, challenger_dir, data_dir, split, draws, out):
+def compare(champion_dir, challenger_dir, data_dirs, split, draws, out):
     """Should CHALLENGER_DIR replace CHAMPION_DIR? Both scored on the same images, each figure's difference
     with its 95 % paired-bootstrap interval, and the verdict of the shipping rule."""
     from worker.classifier.comparison import SHIPPING_TOLERANCE, comparison_path
@@ -178,7 +179,7 @@ def compare(champion_dir, challenger_dir, data_dir, split, draws, out):
 
     out = out or comparison_path(champion_dir, challenger_dir)
     try:
-        report = run_comparison(champion_dir, challenger_dir, data_dir, split=split, draws=draws, out_path=out,
+        report = run_comparison(champion_dir, challenger_dir, list(data_dirs), split=split, draws=draws, out_path=out,
                                 **_runtime())
     except ValueError as error:
         raise click.ClickException(str(error)) from error
@@ -209,20 +210,21 @@ def _cell(value, width: int, sign: str = "") -> str:
 
 
 @click.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--against", type=click.Path(exists=True, file_okay=False),
-              help="Another class-folder set (a test split) to check for images shared with DATA_DIR.")
+              help="Another class-folder set (a test split) to check for images shared with DATA_DIRS.")
 @click.option("--out", default="audit.json", show_default=True, type=click.Path(dir_okay=False),
               help="Where to write the JSON report.")
-def audit(data_dir, against, out):
-    """Audit a class-folder dataset: duplicates, near duplicates, label conflicts, leaks, source shortcuts."""
+def audit(data_dirs, against, out):
+    """Audit class-folder datasets, several together: duplicates (across folders too), near duplicates, label
+    conflicts, leaks, and labels by source (metadata.csv's source column, or the ISIC identifier rule)."""
     import json
 
     from worker.classifier.audit import audit as run_audit
     from worker.classifier.audit import summary_table
 
     try:
-        _, report = run_audit(data_dir, against=against)
+        _, report = run_audit(list(data_dirs), against=against)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     Path(out).write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -231,7 +233,7 @@ def audit(data_dir, against, out):
 
 
 @click.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False),
               help="A new folder for the model (default instance/models/<UTC date-time>); never one with a model.")
 @click.option("--epochs", type=int, default=None, help="Default 18 for the EfficientNet-Lite backbones, 30 for small.")
@@ -255,15 +257,17 @@ def audit(data_dir, against, out):
 @click.option("--loss", type=click.Choice(LOSSES), default=None,
               help="class-weighted (the default): rare classes' images weigh more; logit-adjusted: every image "
                    "weighs alike and the classes' log-priors shift the training logits.")
-def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
+def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
           colour, loss):
-    """Train a CNN on DATA_DIR/<class name>/ images; writes the model, its card and metrics to --out."""
+    """Train a CNN on DATA_DIRS/<class name>/ images (several folders train together, audited together; a
+    metadata.csv beside the class folders gives each image's source and lesion_id, and every image of one
+    lesion stays on one side of the split); writes the model, its card and metrics to --out."""
     from worker.classifier.training import recipe_defaults
     from worker.classifier.training import train as run_training
 
     out = out or str(Path("instance") / "models" / dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S"))
     try:
-        card = run_training(data_dir, out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
+        card = run_training(list(data_dirs), out, seed=seed, target_sensitivity=target_sensitivity, backbone=backbone,
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
                             **recipe_defaults(backbone, epochs=epochs, input_size=input_size,
                                               augmentation=augmentation, style_mix=style_mix, colour=colour,
@@ -275,5 +279,5 @@ def train(data_dir, out, epochs, seed, target_sensitivity, backbone, input_size,
                f"melanoma AUC {_cell(test['melanoma_auc'], 0)}, alert threshold {card['alert_threshold']:.4f}, "
                f"trained in {card['training']['seconds']:.0f} s")
     click.echo(f"weigh it against the serving model (trained with the same seed) with: melanoma compare "
-               f"CHAMPION_DIR {out} {data_dir}")
+               f"CHAMPION_DIR {out} {' '.join(data_dirs)}")
     click.echo(f"serve it with: melanoma models register {out} --promote")

@@ -145,15 +145,15 @@ def requeue_stale() -> dict:
 # Not acks_late: a training run outlives the broker's visibility timeout and must not be redelivered.
 @shared_task(name=RETRAIN, time_limit=RETRAIN_TIME_LIMIT, acks_late=False)
 def retrain() -> int:
-    """Train a new model on RETRAIN_DATA_DIR with the champion's recipe and register it (not promoted:
+    """Train a new model on the RETRAIN_DATA_DIRS folders with the champion's recipe and register it (not promoted:
     an operator decides, helped by the comparison with the champion recorded in the audit trail)."""
     from models import ModelVersion
     from worker.classifier.training import recipe_defaults, train
     from worker.registry import register_model
 
-    data_dir = current_app.config["RETRAIN_DATA_DIR"]
-    if not data_dir:
-        raise ValueError("RETRAIN_DATA_DIR is not set; point it at a folder of class folders")
+    data_dirs = current_app.config["RETRAIN_DATA_DIRS"]
+    if not data_dirs:
+        raise ValueError("RETRAIN_DATA_DIRS is not set; point it at folders of class folders (comma-separated)")
     models_dir = Path(current_app.config["INSTANCE_DIR"]) / "models"
     _remove_abandoned_runs(models_dir)
     out_dir = models_dir / utcnow().strftime("%Y%m%d-%H%M%S")
@@ -163,7 +163,7 @@ def retrain() -> int:
     champion = ModelVersion.champion()
     training = (champion.card or {}).get("training", {}) if champion else {}
     backbone = training.get("backbone", "efficientnet_lite0")
-    train(data_dir, partial, backbone=backbone, seed=training.get("seed", 0), verbose=0,
+    train(data_dirs, partial, backbone=backbone, seed=training.get("seed", 0), verbose=0,
           **recipe_defaults(backbone, epochs=training.get("epochs"),
                             input_size=champion.input_size if champion else None,
                             **{key: training.get(key)
@@ -171,7 +171,7 @@ def retrain() -> int:
     partial.rename(out_dir)
     version = register_model(out_dir, promote=False, actor="schedule:retrain")
     if champion is not None:
-        _compare_with_champion(champion, version, out_dir, data_dir)
+        _compare_with_champion(champion, version, out_dir, data_dirs)
     return version.id
 
 
@@ -183,7 +183,7 @@ def _remove_abandoned_runs(models_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _compare_with_champion(champion, version, out_dir, data_dir) -> None:
+def _compare_with_champion(champion, version, out_dir, data_dirs) -> None:
     """`melanoma compare` of the new model against the champion on the test split they share (the same seed
     and data), its verdict recorded for the operator; where they share none, the reason is recorded instead."""
     from worker.classifier.comparison import SPLIT_AUC, compare
@@ -191,7 +191,7 @@ def _compare_with_champion(champion, version, out_dir, data_dir) -> None:
 
     target = f"model:{version.id}"
     try:
-        report = compare(resolve_path(champion.artifact_path).parent, out_dir, data_dir,
+        report = compare(resolve_path(champion.artifact_path).parent, out_dir, data_dirs,
                          runtime=current_app.config["INFERENCE_RUNTIME"],
                          cache_dir=current_app.config["MODEL_CACHE_DIR"])
     except ValueError as error:

@@ -83,7 +83,7 @@ def test_killing_the_training_process_midway_registers_no_model_and_the_worker_c
         ensure_champion(app.config["MODEL_DIR"])  # as every worker does when it starts
         versions_before = db.session.scalar(db.select(db.func.count(ModelVersion.id)))
     trainer = WorkerProcess(settings, tmp_path / "trainer.log", queues=TRAINING_QUEUE,
-                            env={"RETRAIN_DATA_DIR": str(data_dir), "MELANOMA_INSTANCE": settings["INSTANCE_DIR"]})
+                            env={"RETRAIN_DATA_DIRS": str(data_dir), "MELANOMA_INSTANCE": settings["INSTANCE_DIR"]})
     models_dir = tmp_path / "instance" / "models"
     try:
         app.extensions["celery"].send_task(RETRAIN, queue=TRAINING_QUEUE)

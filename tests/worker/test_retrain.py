@@ -19,7 +19,7 @@ def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny
 
     model_dir, card = tiny_model
     champion = register_model(model_dir, promote=True)
-    app.config["RETRAIN_DATA_DIR"] = str(tiny_dataset)
+    app.config["RETRAIN_DATA_DIRS"] = [str(tiny_dataset)]
     # What a run killed midway leaves, long ago; and one that is still going on now.
     models_dir = Path(app.config["INSTANCE_DIR"]) / "models"
     abandoned, running = models_dir / "20260101-000000.partial", models_dir / "20990101-000000.partial"
@@ -60,7 +60,7 @@ def test_retrain_on_other_data_records_why_it_was_not_compared(app, tiny_model, 
 
     model_dir, _ = tiny_model
     champion = register_model(model_dir, promote=True)
-    app.config["RETRAIN_DATA_DIR"] = str(two_sources)
+    app.config["RETRAIN_DATA_DIRS"] = [str(two_sources)]
     new_id = app.extensions["celery"].tasks[RETRAIN].apply().get()
     event = db.session.scalar(db.select(AuditEvent).where(AuditEvent.target == f"model:{new_id}",
                                                           AuditEvent.action == "model.not_compared"))
@@ -72,6 +72,6 @@ def test_retrain_on_other_data_records_why_it_was_not_compared(app, tiny_model, 
 def test_retrain_without_a_data_folder_says_what_to_set(app):
     import worker.tasks  # noqa: F401
 
-    app.config["RETRAIN_DATA_DIR"] = ""
-    with pytest.raises(ValueError, match="RETRAIN_DATA_DIR"):
+    app.config["RETRAIN_DATA_DIRS"] = []
+    with pytest.raises(ValueError, match="RETRAIN_DATA_DIRS"):
         app.extensions["celery"].tasks[RETRAIN].apply().get()

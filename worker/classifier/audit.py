@@ -4,9 +4,11 @@ whether an image's source predicts its label (a shortcut the CNN would learn ins
 Pure numpy and Pillow, so `melanoma audit` runs without TensorFlow.
 """
 
+import csv
 import hashlib
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,8 @@ class AuditedImage:
     phash: str
     source: str
     group: int = -1
+    # The lesion the picture shows (metadata.csv's lesion_id); "" where unknown, each image its own lesion.
+    lesion: str = ""
 
 
 @dataclass
@@ -94,29 +98,63 @@ def hamming_matrix(hashes_a: list[str], hashes_b: list[str]) -> np.ndarray:
     return sum(np.bitwise_count(a[:, None, k] ^ b[None, :, k]) for k in range(a.shape[1])).astype(np.int32)
 
 
-def scan(data_dir: str | Path, class_names: tuple[str, ...] | None = None) -> tuple[list[AuditedImage], list[dict]]:
-    """Hash every image under DATA_DIR/<class>/; returns the images and the files that would not open."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise ValueError(f"{data_dir} is not a folder; pass a folder holding one sub-folder per class")
-    names = class_names or tuple(sorted(p.name for p in data_dir.iterdir() if p.is_dir()))
-    missing = [name for name in names if not (data_dir / name).is_dir()]
+DataDirs = str | Path | Sequence[str | Path]
+METADATA = "metadata.csv"
+
+
+def data_folders(data_dirs: DataDirs) -> list[Path]:
+    """One folder or several, each holding one sub-folder per class."""
+    folders = [Path(data_dirs)] if isinstance(data_dirs, str | Path) else [Path(d) for d in data_dirs]
+    if not folders:
+        raise ValueError("no data folder given; pass one or more folders holding one sub-folder per class")
+    for folder in folders:
+        if not folder.is_dir():
+            raise ValueError(f"{folder} is not a folder; pass a folder holding one sub-folder per class")
+    return folders
+
+
+def read_metadata(folder: Path) -> dict[str, dict[str, str]]:
+    """metadata.csv beside the class folders (HAM10000's layout), by image_id (the file name without its
+    extension): each image's source and lesion_id. Empty where the folder has none."""
+    path = folder / METADATA
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8-sig") as rows:
+        reader = csv.DictReader(rows)
+        if "image_id" not in (reader.fieldnames or []):
+            raise ValueError(f"{path} has no image_id column; it names each image by its file name without extension")
+        return {row["image_id"]: row for row in reader}
+
+
+def scan(data_dirs: DataDirs, class_names: tuple[str, ...] | None = None) -> tuple[list[AuditedImage], list[dict]]:
+    """Hash every image under each DATA_DIR/<class>/; returns the images and the files that would not open.
+
+    An image's source and lesion come from the folder's metadata.csv where it has one (columns source and
+    lesion_id), otherwise from the ISIC identifier rule (source) and the image itself (its own lesion). A
+    folder may lack a class another folder has; a class that no folder has is an error."""
+    folders = data_folders(data_dirs)
+    names = class_names or tuple(sorted({p.name for folder in folders for p in folder.iterdir() if p.is_dir()}))
+    missing = [name for name in names if not any((folder / name).is_dir() for folder in folders)]
     if missing:
-        raise ValueError(f"{data_dir} has no folder for classes {missing}; expected one folder per class")
+        where = folders[0] if len(folders) == 1 else ", ".join(map(str, folders))
+        raise ValueError(f"{where} has no folder for classes {missing}; expected one folder per class")
     images, unreadable = [], []
-    for label in names:
-        for path in sorted((data_dir / label).rglob("*")):
-            if not (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
-                continue
-            data = path.read_bytes()
-            try:
-                with Image.open(path) as image:
-                    phash = perceptual_hash(image)
-            except Exception as error:  # Pillow raises many types for bad data; each one is reported
-                unreadable.append({"path": str(path), "reason": str(error)})
-                continue
-            images.append(AuditedImage(str(path), label, hashlib.sha256(data).hexdigest(), phash,
-                                       source_of(path.name)))
+    for folder in folders:
+        metadata = read_metadata(folder)
+        for label in names:
+            for path in sorted((folder / label).rglob("*")) if (folder / label).is_dir() else []:
+                if not (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
+                    continue
+                data = path.read_bytes()
+                try:
+                    with Image.open(path) as image:
+                        phash = perceptual_hash(image)
+                except Exception as error:  # Pillow raises many types for bad data; each one is reported
+                    unreadable.append({"path": str(path), "reason": str(error)})
+                    continue
+                row = metadata.get(path.stem, {})
+                images.append(AuditedImage(str(path), label, hashlib.sha256(data).hexdigest(), phash,
+                                           row.get("source") or source_of(path.name), lesion=row.get("lesion_id", "")))
     return images, unreadable
 
 
@@ -147,19 +185,19 @@ def _group(images: list[AuditedImage]) -> None:
         image.group = find(index)
 
 
-def audit(data_dir: str | Path, class_names: tuple[str, ...] | None = None,
+def audit(data_dirs: DataDirs, class_names: tuple[str, ...] | None = None,
           against: str | Path | None = None) -> tuple[list[AuditedImage], AuditReport]:
     """Audit a class-folder dataset; returns one kept image per clean duplicate group, and the report.
 
     Groups whose members carry two labels are excluded whole; other groups keep their first member, so
     no picture can sit on both sides of a split later.
     """
-    images, unreadable = scan(data_dir, class_names)
+    images, unreadable = scan(data_dirs, class_names)
     _group(images)
     groups: dict[int, list[AuditedImage]] = defaultdict(list)
     for image in images:
         groups[image.group].append(image)
-    report = AuditReport(data_dir=str(data_dir), images=len(images),
+    report = AuditReport(data_dir=", ".join(map(str, data_folders(data_dirs))), images=len(images),
                          classes=dict(Counter(image.label for image in images)), unreadable=unreadable)
     kept: list[AuditedImage] = []
     for members in groups.values():

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from worker.classifier.artifacts import EVALUATION_DIR
+from worker.classifier.audit import DataDirs, data_folders
 from worker.classifier.choices import MELANOMA
 from worker.classifier.evaluation import held_out_examples
 from worker.classifier.metrics import balanced_accuracy, finite, paired_bootstrap, roc_auc, sensitivity_specificity
@@ -29,7 +30,7 @@ def comparison_path(champion_dir: str | Path, challenger_dir: str | Path) -> Pat
     return Path(challenger_dir) / EVALUATION_DIR / f"compared-with-{Path(champion_dir).resolve().name}.json"
 
 
-def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str | Path, split: str = "test",
+def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dirs: DataDirs, split: str = "test",
             draws: int = 2000, seed: int = 0, out_path: str | Path | None = None, runtime: str = "auto",
             cache_dir: str | Path | None = None) -> dict:
     """Both models scored on the same images, untouched, under each simulated acquisition change and with the
@@ -41,7 +42,7 @@ def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str 
     class_names = champion["class_names"]
     if challenger["class_names"] != class_names:
         raise ValueError("the two models name different classes, so their figures do not compare")
-    examples = held_out_examples(champion, data_dir, split)
+    examples = held_out_examples(champion, data_dirs, split)
     # The same data and seed give the same split; the champion's data was checked against DATA_DIR above.
     if split == "test" and challenger["training"]["data_sha256"] != champion["training"]["data_sha256"]:
         raise ValueError("DATA_DIR is not the data the challenger was trained on, so it has no test split "
@@ -109,7 +110,7 @@ def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dir: str 
     report = {
         "champion": f"{champion['name']}:{champion['version']}",
         "challenger": f"{challenger['name']}:{challenger['version']}",
-        "data_dir": str(data_dir),
+        "data_dir": ", ".join(map(str, data_folders(data_dirs))),
         "split": split,
         "images": int(len(labels)),
         "melanomas": int(positive.sum()),

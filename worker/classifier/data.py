@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from worker.classifier.audit import AuditReport, audit
+from worker.classifier.audit import AuditReport, DataDirs, audit
 from worker.classifier.images import decode_image
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -20,6 +20,11 @@ class Example:
     label: int
     sha256: str
     source: str = "unknown"
+    lesion: str = ""  # "" where unknown: the image is its own lesion
+
+    @property
+    def lesion_key(self) -> str:
+        return self.lesion or self.sha256
 
 
 @dataclass(frozen=True)
@@ -29,30 +34,40 @@ class Split:
     test: list[Example]
 
 
-def list_examples(data_dir: str | Path, class_names: tuple[str, ...]) -> tuple[list[Example], AuditReport]:
-    """Audit DATA_DIR/<class name>/ and list what may be trained on: conflicting labels excluded, exact and
-    near duplicates collapsed to one image, so no picture can land on both sides of the split."""
-    kept, report = audit(data_dir, class_names)
+def list_examples(data_dirs: DataDirs, class_names: tuple[str, ...]) -> tuple[list[Example], AuditReport]:
+    """Audit DATA_DIR/<class name>/ (one folder or several, together) and list what may be trained on:
+    conflicting labels excluded, exact and near duplicates collapsed to one image, so no picture can land on
+    both sides of the split."""
+    kept, report = audit(data_dirs, class_names)
     index = {name: label for label, name in enumerate(class_names)}
-    return [Example(image.path, index[image.label], image.sha256, image.source) for image in kept], report
+    return [Example(image.path, index[image.label], image.sha256, image.source, image.lesion)
+            for image in kept], report
 
 
 def split_examples(examples: list[Example], seed: int, validation_fraction: float = 0.15,
                    test_fraction: float = 0.15) -> Split:
-    """Stratified, seeded split: every class is divided in the same proportions."""
+    """Stratified, seeded split: every class is divided in the same proportions, and every image of one
+    lesion lands on one side (a lesion goes with its first image's class). Where each image is its own
+    lesion, this is the plain stratified split of single images that earlier models were trained with."""
     rng = np.random.default_rng(seed)
     train, validation, test = [], [], []
-    by_label: dict[int, list[Example]] = defaultdict(list)
+    lesions: dict[str, list[Example]] = defaultdict(list)
     for example in sorted(examples, key=lambda e: e.sha256):
-        by_label[example.label].append(example)
+        lesions[example.lesion_key].append(example)
+    by_label: dict[int, list[list[Example]]] = defaultdict(list)
+    for members in lesions.values():  # in the order of each lesion's first image
+        by_label[members[0].label].append(members)
     for label in sorted(by_label):
-        group = by_label[label]
-        order = rng.permutation(len(group))
-        n_test = max(1, round(len(group) * test_fraction))
-        n_validation = max(1, round(len(group) * validation_fraction))
-        test += [group[i] for i in order[:n_test]]
-        validation += [group[i] for i in order[n_test:n_test + n_validation]]
-        train += [group[i] for i in order[n_test + n_validation:]]
+        units = by_label[label]
+        images = sum(len(unit) for unit in units)
+        order = rng.permutation(len(units))
+        n_test = max(1, round(images * test_fraction))
+        n_validation = max(1, round(images * validation_fraction))
+        taken = 0
+        for position in order:
+            side = test if taken < n_test else validation if taken < n_test + n_validation else train
+            side += units[position]
+            taken += len(units[position])
     return Split(train, validation, test)
 
 

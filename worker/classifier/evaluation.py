@@ -9,6 +9,7 @@ from PIL import Image
 
 from worker.classifier import data
 from worker.classifier.artifacts import EVALUATION_DIR, EVALUATION_NAME, HISTORY_NAME
+from worker.classifier.audit import DataDirs, data_folders
 from worker.classifier.choices import MELANOMA
 from worker.classifier.metrics import bootstrap_intervals, figures, sensitivity_specificity, threshold_for_sensitivity
 from worker.classifier.perturbations import PERTURBATIONS, as_arrays, swap_sources
@@ -45,10 +46,10 @@ def quality_figures(arrays: list[np.ndarray], probabilities: np.ndarray, labels:
     }
 
 
-def held_out_examples(card: dict, data_dir: str | Path, split: str) -> list:
+def held_out_examples(card: dict, data_dirs: DataDirs, split: str) -> list:
     """The audited examples of DATA_DIR a model is scored on: its held-out test split (split="test", DATA_DIR
     being the data it was trained on) or every one (split="all")."""
-    examples, _ = data.list_examples(data_dir, tuple(card["class_names"]))
+    examples, _ = data.list_examples(data_dirs, tuple(card["class_names"]))
     if split == "test":
         if data.dataset_hash(examples) != card["training"]["data_sha256"]:
             raise ValueError("DATA_DIR is not the data this model was trained on, so it has no test split "
@@ -59,14 +60,14 @@ def held_out_examples(card: dict, data_dir: str | Path, split: str) -> list:
     return examples
 
 
-def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
+def evaluate(model_dir: str | Path, data_dirs: DataDirs, split: str = "test", out_dir: str | Path | None = None,
              perturb: bool = True, runtime: str = "auto", cache_dir: str | Path | None = None) -> dict:
     """Evaluate the model directory on DATA_DIR (its held-out test split when split="test" and DATA_DIR is
     the data it was trained on; every audited image when split="all"). Writes JSON and PNG plots. runtime and
     cache_dir: how the model runs (predictor.Classifier)."""
     card, classifier = load_classifier(model_dir, runtime=runtime, cache_dir=cache_dir)
     class_names = card["class_names"]
-    examples = held_out_examples(card, data_dir, split)
+    examples = held_out_examples(card, data_dirs, split)
     pictures = [Image.open(example.path).convert("RGB") for example in examples]
     labels = np.array([example.label for example in examples])
     sources = np.array([example.source for example in examples])
@@ -92,7 +93,7 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, split: str = "test", o
     overall["intervals_95"] = bootstrap_intervals(labels, probabilities, class_names.index(MELANOMA), threshold)
     report = {
         "model": f"{card['name']}:{card['version']}",
-        "data_dir": str(data_dir),
+        "data_dir": ", ".join(map(str, data_folders(data_dirs))),
         "split": split,
         "alert_threshold": threshold,
         "sharpness_floor": limits.sharpness,

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from worker.classifier import data
 from worker.classifier.artifacts import ARTIFACT_NAME, AUDIT_NAME, CARD_NAME, HISTORY_NAME, file_sha256
+from worker.classifier.audit import DataDirs
 from worker.classifier.backbones import imagenet_weights_file, load_imagenet_weights
 from worker.classifier.choices import CLASS_NAMES, DEFAULT_INPUT_SIZE, LOSSES, MELANOMA
 from worker.classifier.metrics import (
@@ -113,7 +114,7 @@ def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epo
     return {name: [float(v) for v in values] for name, values in history.history.items()}
 
 
-def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int = 0,
+def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int = 0,
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
           style_mix: bool = False, colour: str = "shades-of-grey", loss: str = "class-weighted",
@@ -130,7 +131,7 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    examples, audit = data.list_examples(data_dir, CLASS_NAMES)
+    examples, audit = data.list_examples(data_dirs, CLASS_NAMES)
     split = data.split_examples(examples, seed=seed)
     images = {name: data.read_images(part, input_size) for name, part in
               (("train", split.train), ("validation", split.validation), ("test", split.test))}
@@ -204,7 +205,8 @@ def train(data_dir: str | Path, out_dir: str | Path, epochs: int = 30, seed: int
             "data_sha256": data.dataset_hash(examples),
             "split_sizes": {name: int(len(part)) for name, part in labels.items()},
             "audit": {"images": audit.images, "kept": audit.kept, "excluded_conflicts": audit.excluded,
-                      "duplicates_collapsed": audit.collapsed, "shortcut_warnings": audit.shortcut_warnings},
+                      "duplicates_collapsed": audit.collapsed, "shortcut_warnings": audit.shortcut_warnings,
+                      "labels_by_source": audit.sources},
             "epochs": epochs,
             "backbone": backbone,
             "augmentation": augmentation,

@@ -4,8 +4,10 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 
 from tests.conftest import ROOT
@@ -90,3 +92,45 @@ def test_png_and_jpeg_of_one_picture_are_near_duplicates(tmp_path):
     (tmp_path / "nevus" / "b.jpg").write_bytes(buffer.getvalue())
     kept, report = audit(tmp_path, ("nevus",))
     assert len(kept) == 1 and report.collapsed == 1
+
+
+def _second_source(root):
+    """A HAM10000-style folder: a metadata.csv with source and lesion_id, two pictures of one lesion, only
+    two of the classes, and one picture that is also in the first folder."""
+    rows = ["image_id,lesion_id,diagnosis,source"]
+    for index in range(4):
+        _save(_lesion(300 + index), root / "melanoma" / f"ISIC_00300{index:02d}.jpg")
+        rows.append(f"ISIC_00300{index:02d},HAM_{index // 2:07d},melanoma,vienna-modern")
+    _save(_lesion(400), root / "nevus" / "ISIC_0040000.jpg")
+    rows.append("ISIC_0040000,HAM_0000009,nevus,rosendahl")
+    (root / "nevus" / "ISIC_0040001.jpg").write_bytes((root.parent / "data" / "nevus" / "ISIC_0025100.jpg")
+                                                      .read_bytes())
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_several_folders_are_audited_together_with_sources_and_lesions_from_metadata(tmp_path):
+    _dataset(tmp_path / "data")
+    _second_source(tmp_path / "ham")
+    kept, report = audit([tmp_path / "data", tmp_path / "ham"], ("melanoma", "nevus"))
+    by_name = {Path(image.path).name: image for image in kept}
+    assert by_name["ISIC_0030000.jpg"].source == "vienna-modern" and by_name["ISIC_0040000.jpg"].source == "rosendahl"
+    assert by_name["ISIC_0030000.jpg"].lesion == by_name["ISIC_0030001.jpg"].lesion == "HAM_0000000"
+    assert by_name["ISIC_0000100.jpg"].source == "ISIC archive" and by_name["ISIC_0000100.jpg"].lesion == ""
+    # The copy across folders is one picture: found and collapsed like a copy within one.
+    assert any({"ISIC_0025100.jpg", "ISIC_0040001.jpg"} == {Path(p).name for p in group}
+               for group in report.exact_duplicate_groups)
+    assert report.sources["vienna-modern"] == {"melanoma": 4} and report.sources["rosendahl"] == {"nevus": 1}
+    assert str(tmp_path / "ham") in report.data_dir
+    with pytest.raises(ValueError, match="no folder for classes"):
+        audit([tmp_path / "data", tmp_path / "ham"], ("melanoma", "nevus", "dermatofibroma"))
+
+
+def test_audit_command_takes_several_folders(tmp_path):
+    _dataset(tmp_path / "data")
+    _second_source(tmp_path / "ham")
+    out = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "web.cli", "audit", str(tmp_path / "data"), str(tmp_path / "ham"),
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "vienna-modern" in result.stdout and "rosendahl" in result.stdout
+    assert json.loads(out.read_text())["kept"] == 11 + 5

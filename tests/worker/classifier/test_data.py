@@ -63,3 +63,51 @@ def test_dermatoscope_rim_blackens_outside_a_round_window_of_several_sizes():
     assert len({float(rimmed.mean()) for rimmed in rims}) > 1
     untouched = dermatoscope_rim(image, tf.constant([1, 0], tf.int64), 0.0).numpy()
     np.testing.assert_array_equal(untouched, image.numpy())
+
+
+def _examples(lesions: bool) -> list:
+    from worker.classifier.data import Example
+
+    rng = np.random.default_rng(4)
+    examples = []
+    for index in range(90):
+        label = index % 3
+        lesion = f"L{index // 3 * 3 + label}" if lesions and index % 2 else ""  # some lesions with 2+ images
+        examples.append(Example(f"{index}.jpg", label, f"{rng.integers(1 << 62):064x}", "s", lesion))
+    return examples
+
+
+def test_every_image_of_a_lesion_lands_on_one_side_of_the_split():
+    from worker.classifier.data import split_examples
+
+    examples = _examples(lesions=True)
+    for seed in range(5):
+        split = split_examples(examples, seed=seed)
+        sides = {}
+        for side, part in (("train", split.train), ("validation", split.validation), ("test", split.test)):
+            for example in part:
+                assert sides.setdefault(example.lesion_key, side) == side, (seed, example)
+        assert sorted(e.path for e in split.train + split.validation + split.test) == sorted(e.path for e in examples)
+        assert split.test and split.validation
+
+
+def test_with_each_image_its_own_lesion_the_split_is_the_plain_stratified_one_models_were_trained_with():
+    """The split before lesions were known: so the shipped models' test splits stay what their cards say."""
+    from collections import defaultdict
+
+    from worker.classifier.data import split_examples
+
+    examples = _examples(lesions=False)
+    rng, expected = np.random.default_rng(7), {"train": [], "validation": [], "test": []}
+    by_label = defaultdict(list)
+    for example in sorted(examples, key=lambda e: e.sha256):
+        by_label[example.label].append(example)
+    for label in sorted(by_label):
+        group = by_label[label]
+        order = rng.permutation(len(group))
+        n_test, n_validation = max(1, round(len(group) * 0.15)), max(1, round(len(group) * 0.15))
+        expected["test"] += [group[i] for i in order[:n_test]]
+        expected["validation"] += [group[i] for i in order[n_test:n_test + n_validation]]
+        expected["train"] += [group[i] for i in order[n_test + n_validation:]]
+    split = split_examples(examples, seed=7)
+    assert (split.train, split.validation, split.test) == (expected["train"], expected["validation"], expected["test"])

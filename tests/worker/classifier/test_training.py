@@ -1,6 +1,8 @@
 """Training: a tiny real training run, its card, the recipe, the loss and the learning-rate schedule."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -95,3 +97,31 @@ def test_learning_rate_rises_over_the_warmup_then_decays_to_zero():
     np.testing.assert_allclose(warm, [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-6)
     np.testing.assert_allclose(rates(learning_rate_schedule(1e-3, 100), [0, 50, 100]), [1e-3, 5e-4, 0.0],
                                atol=1e-6)
+
+
+def test_training_on_two_folders_learns_from_both_and_records_labels_by_source(tiny_dataset, tmp_path):
+    """`melanoma train A B`: a second folder with its metadata.csv (source, lesion_id) and only some classes."""
+    from PIL import Image
+
+    from tests.conftest import ROOT
+    from worker.classifier.training import train
+
+    extra = tmp_path / "clinic"
+    rows, rng = ["image_id,lesion_id,source"], np.random.default_rng(8)
+    for label in ("melanoma", "nevus"):
+        (extra / label).mkdir(parents=True)
+        for index in range(4):
+            name = f"{label[:3]}{index}"
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(extra / label / f"{name}.png")
+            rows.append(f"{name},{label}-lesion-{index // 2},clinic-x")
+    (extra / "metadata.csv").write_text("\n".join(rows) + "\n")
+    result = subprocess.run([sys.executable, "-m", "web.cli", "train", str(tiny_dataset), str(extra),
+                             "--out", str(tmp_path / "model"), "--backbone", "small", "--epochs", "1",
+                             "--input-size", "32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((tmp_path / "model" / "card.json").read_text())
+    assert card["training"]["audit"]["labels_by_source"]["clinic-x"] == {"melanoma": 4, "nevus": 4}
+    single = train(tiny_dataset, tmp_path / "single", epochs=1, input_size=32, batch_size=8, backbone="small",
+                   verbose=0)
+    assert card["training"]["audit"]["kept"] == single["training"]["audit"]["kept"] + 8
+    assert f"{tiny_dataset} {extra}" in result.stdout  # the compare command it suggests names both folders
