@@ -112,11 +112,11 @@ def app(request, backend, backend_settings):
     with app.app_context():
         yield app
         db.session.remove()
-        _empty_tables()
+        empty_tables()
         db.engine.dispose()
 
 
-def _empty_tables() -> None:
+def empty_tables() -> None:
     tables = [table.name for table in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as connection:
         if connection.dialect.name == "postgresql":

@@ -73,6 +73,9 @@ class Config:
     # Folders of class folders (comma-separated) that beat retrains on, together; none: no retraining.
     RETRAIN_DATA_DIRS = [folder.strip() for folder in os.environ.get("RETRAIN_DATA_DIRS", "").split(",")
                          if folder.strip()]
+    # The share (percent) of each hospital's confirmed images held back from training as its evaluation set,
+    # chosen by image hash, so an image stays on its side across retrainings.
+    HOLDBACK_PERCENT = int(os.environ.get("HOLDBACK_PERCENT", "20"))
     RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # Celery's settings (broker and result backend are REDIS_URL; queues and routes follow the task names in

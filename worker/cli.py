@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from web.config import DEFAULT_MODEL_DIR, Config
 from worker.classifier.choices import AUGMENTATIONS, BACKBONES, COLOUR_NORMALISATIONS, LOSSES
@@ -281,3 +281,55 @@ def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size
     click.echo(f"weigh it against the serving model (trained with the same seed) with: melanoma compare "
                f"CHAMPION_DIR {out} {' '.join(data_dirs)}")
     click.echo(f"serve it with: melanoma models register {out} --promote")
+
+
+@click.command()
+@click.option("--now", is_flag=True, help="Queue a retraining for the training worker now.")
+@click.option("--wait", is_flag=True, help="Wait for it to end, then print the new version and the verdict.")
+@with_appcontext
+def retrain(now: bool, wait: bool):
+    """Retrain on RETRAIN_DATA_DIRS plus the hospitals' confirmed images, as the schedule does; the new model
+    is registered as a candidate, never promoted by this."""
+    from flask import current_app
+
+    from models import AuditEvent, ModelVersion, db
+    from web.queue import RETRAIN, TRAINING_QUEUE
+
+    config = current_app.config
+    if not now:
+        folders = ", ".join(config["RETRAIN_DATA_DIRS"])
+        schedule = (f"beat retrains every {config['RETRAIN_EVERY_HOURS']:g} hours on {folders}" if folders
+                    else "no retraining is scheduled: RETRAIN_DATA_DIRS is not set")
+        raise click.UsageError(f"{schedule}; `melanoma retrain --now [--wait]` starts one now")
+    if not config["RETRAIN_DATA_DIRS"]:
+        raise click.ClickException("RETRAIN_DATA_DIRS is not set; point it at folders of class folders "
+                                   "(comma-separated)")
+    result = current_app.extensions["celery"].send_task(RETRAIN, queue=TRAINING_QUEUE, ignore_result=False)
+    click.echo(f"retraining queued (task {result.id}) for the training worker")
+    if not wait:
+        return
+    outcome = result.get(timeout=None, propagate=False, interval=2)
+    if result.failed():
+        raise click.ClickException(f"the retraining failed: {outcome!r}")
+    if outcome is None:
+        raise click.ClickException("skipped: another retraining is running")
+    db.session.expire_all()
+    version = db.session.get(ModelVersion, outcome)
+    card = version.card or {}
+    test = card.get("metrics", {}).get("test", {})
+    seconds = card.get("training", {}).get("seconds", 0)
+    click.echo(f"model {version.id} {version.label} registered as a candidate, trained in {seconds:.0f} s: "
+               f"test melanoma AUC {_cell(test.get('melanoma_auc'), 0)}, "
+               f"balanced accuracy {_cell(test.get('balanced_accuracy'), 0)}")
+    verdict = db.session.scalars(db.select(AuditEvent).where(
+        AuditEvent.target == f"model:{version.id}", AuditEvent.action.in_(("model.compared", "model.not_compared")))
+        .order_by(AuditEvent.id.desc())).first()
+    if verdict is None:
+        click.echo("not compared: there was no champion")
+    elif verdict.action == "model.compared":
+        passes = verdict.details["passes_shipping_rule"]
+        failures = "; ".join(verdict.details["failures"])
+        click.echo("against the champion: " + ("passes the shipping rule" if passes
+                                                else f"does not pass the shipping rule: {failures}"))
+    else:
+        click.echo(f"not compared with the champion: {verdict.details['reason']}")

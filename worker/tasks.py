@@ -4,7 +4,9 @@ Each runs inside an app context of its own (web/queue.py's FlaskTask); Flask-SQL
 database session when that context ends, however the task ended.
 """
 
+import contextlib
 import datetime as dt
+import json
 import logging
 import random
 import shutil
@@ -12,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import redis
 from celery import shared_task
 from celery.signals import worker_process_init
 from flask import current_app
@@ -37,6 +40,8 @@ OUTAGES = inference.OUTAGES
 OUTAGE_RETRIES = 60
 RETRAIN_TIME_LIMIT = 4 * 3600
 PARTIAL = ".partial"  # the name a model folder has while it is being trained
+RETRAIN_LOCK = "melanoma:retrain-lock"
+RETRAIN_LOCK_SECONDS = 600
 
 
 @worker_process_init.connect
@@ -143,34 +148,88 @@ def requeue_stale() -> dict:
 
 
 # Not acks_late: a training run outlives the broker's visibility timeout and must not be redelivered.
-@shared_task(name=RETRAIN, time_limit=RETRAIN_TIME_LIMIT, acks_late=False)
-def retrain() -> int:
-    """Train a new model on the RETRAIN_DATA_DIRS folders with the champion's recipe and register it (not promoted:
-    an operator decides, helped by the comparison with the champion recorded in the audit trail)."""
+# Its result is kept (unlike other tasks'), so `melanoma retrain --now --wait` can say how it ended.
+@shared_task(name=RETRAIN, time_limit=RETRAIN_TIME_LIMIT, acks_late=False, ignore_result=False)
+def retrain() -> int | None:
+    """Train a new model on the RETRAIN_DATA_DIRS folders plus the hospitals' confirmed images (less each
+    hospital's held-back share), with the champion's recipe, and register it (not promoted: an operator
+    decides, helped by the comparison with the champion recorded in the audit trail). One at a time: a run
+    asked for while another holds the lock is skipped, and says so in the audit trail."""
+    with _only_one_retraining() as running:
+        if not running:
+            AuditEvent.record("schedule:retrain", "model.retrain_skipped", "retrain",
+                              reason="another retraining is running")
+            db.session.commit()
+            return None
+        return _retrain()
+
+
+@contextlib.contextmanager
+def _only_one_retraining():
+    """A lock in Redis, renewed every minute while the run lasts: a run killed outright frees it within
+    RETRAIN_LOCK_SECONDS, so the next one starts."""
+    client = redis.Redis.from_url(current_app.config["REDIS_URL"])
+    lock = client.lock(RETRAIN_LOCK, timeout=RETRAIN_LOCK_SECONDS)
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    done = threading.Event()
+
+    def renew():
+        while not done.wait(60):
+            lock.reacquire()
+
+    threading.Thread(target=renew, name="retrain-lock", daemon=True).start()
+    try:
+        yield True
+    finally:
+        done.set()
+        try:
+            lock.release()
+        except redis.exceptions.LockError:  # expired meanwhile (Redis was away): nothing to free
+            pass
+
+
+def _retrain() -> int:
     from models import ModelVersion
+    from worker.classifier.artifacts import CARD_NAME
     from worker.classifier.training import recipe_defaults, train
     from worker.registry import register_model
+    from worker.snapshot import export
 
-    data_dirs = current_app.config["RETRAIN_DATA_DIRS"]
+    config = current_app.config
+    data_dirs = config["RETRAIN_DATA_DIRS"]
     if not data_dirs:
         raise ValueError("RETRAIN_DATA_DIRS is not set; point it at folders of class folders (comma-separated)")
-    models_dir = Path(current_app.config["INSTANCE_DIR"]) / "models"
+    models_dir = Path(config["INSTANCE_DIR"]) / "models"
     _remove_abandoned_runs(models_dir)
     out_dir = models_dir / utcnow().strftime("%Y%m%d-%H%M%S")
     # Trained under a name no one registers, renamed when complete: a run killed midway (out of memory, a
     # deploy) leaves a .partial folder, never a model folder with half its files.
     partial = out_dir.with_name(out_dir.name + PARTIAL)
+    snapshot = export(Path(config["INSTANCE_DIR"]) / "snapshots" / out_dir.name, config["STORAGE_DIR"],
+                      config["HOLDBACK_PERCENT"])
     champion = ModelVersion.champion()
     training = (champion.card or {}).get("training", {}) if champion else {}
     backbone = training.get("backbone", "efficientnet_lite0")
-    train(data_dirs, partial, backbone=backbone, seed=training.get("seed", 0), verbose=0,
+    train([*data_dirs, snapshot.folder] if snapshot.training else data_dirs, partial, backbone=backbone,
+          seed=training.get("seed", 0), verbose=0,
           **recipe_defaults(backbone, epochs=training.get("epochs"),
                             input_size=champion.input_size if champion else None,
                             **{key: training.get(key)
                                for key in ("augmentation", "style_mix", "colour", "loss")}))
+    card = json.loads((partial / CARD_NAME).read_text())
+    card["training"]["snapshot"] = snapshot.summary()
+    (partial / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     partial.rename(out_dir)
     version = register_model(out_dir, promote=False, actor="schedule:retrain")
-    if champion is not None:
+    if champion is not None and snapshot.training:
+        # The champion's test split of the base folders is not held out from a model that also trained on
+        # confirmed images (the split differs once images are added): no comparison is better than a leaky one.
+        AuditEvent.record("schedule:retrain", "model.not_compared", f"model:{version.id}", champion=champion.id,
+                          reason="trained on confirmed images as well; the base test split is not held out from it")
+        db.session.commit()
+    elif champion is not None:
         _compare_with_champion(champion, version, out_dir, data_dirs)
     return version.id
 

@@ -67,7 +67,7 @@ def test_killing_the_training_process_midway_registers_no_model_and_the_worker_c
     """A retraining run killed mid-fit leaves a .partial folder, no model version and no model folder; the
     training worker brings a new pool process up by itself."""
     from models import ModelVersion
-    from tests.conftest import WorkerProcess
+    from tests.conftest import WorkerProcess, empty_tables
     from web import create_app
     from web.queue import RETRAIN, TRAINING_QUEUE
     from worker.registry import ensure_champion
@@ -105,6 +105,10 @@ def test_killing_the_training_process_midway_registers_no_model_and_the_worker_c
         trainer.stop()
     assert [path.name.endswith(".partial") for path in models_dir.iterdir()] == [True], list(models_dir.iterdir())
     with app.app_context():
-        assert db.session.scalar(db.select(db.func.count(ModelVersion.id))) == versions_before
-        assert not db.session.scalar(db.select(AuditEvent).where(AuditEvent.actor == "schedule:retrain"))
-        db.engine.dispose()
+        try:
+            assert db.session.scalar(db.select(db.func.count(ModelVersion.id))) == versions_before
+            assert not db.session.scalar(db.select(AuditEvent).where(AuditEvent.actor == "schedule:retrain"))
+        finally:
+            db.session.remove()
+            empty_tables()  # this test ran without the app fixture, which empties them after each test
+            db.engine.dispose()
