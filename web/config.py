@@ -76,6 +76,8 @@ class Config:
     # The share (percent) of each hospital's confirmed images held back from training as its evaluation set,
     # chosen by image hash, so an image stays on its side across retrainings.
     HOLDBACK_PERCENT = int(os.environ.get("HOLDBACK_PERCENT", "20"))
+    # How many times a confirmed image counts against a base image of its class, in retraining.
+    CONFIRMED_IMAGE_WEIGHT = int(os.environ.get("CONFIRMED_IMAGE_WEIGHT", "3"))
     RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # Celery's settings (broker and result backend are REDIS_URL; queues and routes follow the task names in

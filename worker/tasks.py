@@ -212,8 +212,10 @@ def _retrain() -> int:
     champion = ModelVersion.champion()
     training = (champion.card or {}).get("training", {}) if champion else {}
     backbone = training.get("backbone", "efficientnet_lite0")
+    # Each hospital's confirmed images weigh CONFIRMED_IMAGE_WEIGHT times a base image of their class.
+    weights = {row["source"]: config["CONFIRMED_IMAGE_WEIGHT"] for row in snapshot.training}
     train([*data_dirs, snapshot.folder] if snapshot.training else data_dirs, partial, backbone=backbone,
-          seed=training.get("seed", 0), verbose=0,
+          seed=training.get("seed", 0), verbose=0, source_weights=weights,
           **recipe_defaults(backbone, epochs=training.get("epochs"),
                             input_size=champion.input_size if champion else None,
                             **{key: training.get(key)

@@ -89,6 +89,7 @@ def test_retraining_learns_from_the_base_folders_and_the_confirmed_images(app, t
     assert new.card["training"]["audit"]["kept"] == card["training"]["audit"]["kept"] + 2
     assert new.card["training"]["audit"]["labels_by_source"][f"hospital:{hospital.name}"] == {
         "melanoma": 1, "nevus": 1}
+    assert new.card["training"]["source_weights"] == {f"hospital:{hospital.name}": 3}
     assert ModelVersion.champion().id == champion.id
     assert db.session.scalar(db.select(AuditEvent).where(AuditEvent.action == "model.not_compared",
                                                          AuditEvent.target == f"model:{new.id}"))

@@ -118,8 +118,12 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
           style_mix: bool = False, colour: str = "shades-of-grey", loss: str = "class-weighted",
-          verbose: int = 2) -> dict:
-    """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card."""
+          source_weights: dict[str, int] | None = None, verbose: int = 2) -> dict:
+    """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card.
+
+    source_weights: training images of these sources count this many times (repeated in the training split
+    only, after the split), so a hospital's few confirmed images weigh more than the base images of their
+    class; each class's total weight stays as the class weights set it."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
     out_dir = Path(out_dir)
@@ -133,6 +137,9 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
 
     examples, audit = data.list_examples(data_dirs, CLASS_NAMES)
     split = data.split_examples(examples, seed=seed)
+    weights = {source: int(weight) for source, weight in (source_weights or {}).items() if int(weight) > 1}
+    split = data.Split([repeat for example in split.train for repeat in [example] * weights.get(example.source, 1)],
+                       split.validation, split.test)
     images = {name: data.read_images(part, input_size) for name, part in
               (("train", split.train), ("validation", split.validation), ("test", split.test))}
     labels = {name: np.array([e.label for e in part], dtype=np.int64) for name, part in
@@ -166,7 +173,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
             for layer in features.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False
-        steps_per_epoch = int(np.ceil(len(split.train) / batch_size))
+        steps_per_epoch = int(np.ceil(len(split.train) / batch_size))  # repeats included
         for name, values in _fit(model, train_ds, validation_ds, phase_epochs, steps_per_epoch, phase_rate,
                                  warmup_epochs, class_weight, out_dir, verbose, log_prior).items():
             history.setdefault(name, []).extend(values)
@@ -204,6 +211,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
         "training": {
             "data_sha256": data.dataset_hash(examples),
             "split_sizes": {name: int(len(part)) for name, part in labels.items()},
+            "source_weights": weights,
             "audit": {"images": audit.images, "kept": audit.kept, "excluded_conflicts": audit.excluded,
                       "duplicates_collapsed": audit.collapsed, "shortcut_warnings": audit.shortcut_warnings,
                       "labels_by_source": audit.sources},

@@ -125,3 +125,15 @@ def test_training_on_two_folders_learns_from_both_and_records_labels_by_source(t
                    verbose=0)
     assert card["training"]["audit"]["kept"] == single["training"]["audit"]["kept"] + 8
     assert f"{tiny_dataset} {extra}" in result.stdout  # the compare command it suggests names both folders
+    # The clinic's images weigh three times as much: repeated in the training split, nowhere else.
+    from worker.classifier import data
+    from worker.classifier.choices import CLASS_NAMES
+
+    examples, _ = data.list_examples([tiny_dataset, extra], CLASS_NAMES)
+    in_training = sum(example.source == "clinic-x" for example in data.split_examples(examples, seed=0).train)
+    weighted = train([tiny_dataset, extra], tmp_path / "weighted", epochs=1, input_size=32, batch_size=8,
+                     backbone="small", source_weights={"clinic-x": 3}, verbose=0)
+    sizes, plain = weighted["training"]["split_sizes"], card["training"]["split_sizes"]
+    assert in_training and sizes["train"] == plain["train"] + 2 * in_training
+    assert (sizes["validation"], sizes["test"]) == (plain["validation"], plain["test"])
+    assert weighted["training"]["source_weights"] == {"clinic-x": 3}
