@@ -41,7 +41,7 @@ OUTAGE_RETRIES = 60
 RETRAIN_TIME_LIMIT = 4 * 3600
 PARTIAL = ".partial"  # the name a model folder has while it is being trained
 RETRAIN_LOCK = "melanoma:retrain-lock"
-RETRAIN_LOCK_SECONDS = 600
+RETRAIN_LOCK_SECONDS = 120
 
 
 @worker_process_init.connect
@@ -166,7 +166,7 @@ def retrain() -> int | None:
 
 @contextlib.contextmanager
 def _only_one_retraining():
-    """A lock in Redis, renewed every minute while the run lasts: a run killed outright frees it within
+    """A lock in Redis, renewed every 30 s while the run lasts: a run killed outright frees it within
     RETRAIN_LOCK_SECONDS, so the next one starts."""
     client = redis.Redis.from_url(current_app.config["REDIS_URL"])
     lock = client.lock(RETRAIN_LOCK, timeout=RETRAIN_LOCK_SECONDS)
@@ -176,7 +176,7 @@ def _only_one_retraining():
     done = threading.Event()
 
     def renew():
-        while not done.wait(60):
+        while not done.wait(RETRAIN_LOCK_SECONDS / 4):
             lock.reacquire()
 
     threading.Thread(target=renew, name="retrain-lock", daemon=True).start()

@@ -7,6 +7,7 @@ import time
 
 import psutil
 import pytest
+import redis
 import requests
 
 from models import AuditEvent, Image, Prediction, db
@@ -71,6 +72,7 @@ def test_killing_the_training_process_midway_registers_no_model_and_the_worker_c
     from web import create_app
     from web.queue import RETRAIN, TRAINING_QUEUE
     from worker.registry import ensure_champion
+    from worker.tasks import RETRAIN_LOCK, RETRAIN_LOCK_SECONDS
 
     settings = {**backend_settings["postgresql"], "INSTANCE_DIR": str(tmp_path / "instance")}
     data_dir = tmp_path / "data"
@@ -85,6 +87,7 @@ def test_killing_the_training_process_midway_registers_no_model_and_the_worker_c
     trainer = WorkerProcess(settings, tmp_path / "trainer.log", queues=TRAINING_QUEUE,
                             env={"RETRAIN_DATA_DIRS": str(data_dir), "MELANOMA_INSTANCE": settings["INSTANCE_DIR"]})
     models_dir = tmp_path / "instance" / "models"
+    broker = redis.Redis.from_url(settings["REDIS_URL"])
     try:
         app.extensions["celery"].send_task(RETRAIN, queue=TRAINING_QUEUE)
         deadline = time.monotonic() + 240
@@ -101,8 +104,11 @@ def test_killing_the_training_process_midway_registers_no_model_and_the_worker_c
             assert time.monotonic() < deadline, f"no new pool process:\n{trainer.output()[-4000:]}"
             time.sleep(0.5)
         assert trainer.process.poll() is None
+        # The killed run's lock is not released, but expires by itself, so the next run can start.
+        assert 0 < broker.ttl(RETRAIN_LOCK) <= RETRAIN_LOCK_SECONDS
     finally:
         trainer.stop()
+        broker.delete(RETRAIN_LOCK)
     assert [path.name.endswith(".partial") for path in models_dir.iterdir()] == [True], list(models_dir.iterdir())
     with app.app_context():
         try:
