@@ -6,6 +6,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from models.base import db, utcnow
 
 
+class ModelStatus:
+    CANDIDATE = "candidate"  # registered, never served
+    CHAMPION = "champion"  # serving: exactly one
+    RETIRED = "retired"  # served once and replaced; `models rollback` brings the newest back
+    REJECTED = "rejected"  # judged worse (rolled back from, or refused by a gate); the audit trail says why
+
+
 class ModelVersion(db.Model):
     """A trained CNN the workers can serve; exactly one is the champion that new images go to."""
 
@@ -22,6 +29,8 @@ class ModelVersion(db.Model):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     card: Mapped[dict] = mapped_column(JSON, default=dict)
     is_champion: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    status: Mapped[str] = mapped_column(String(20), default=ModelStatus.CANDIDATE,
+                                        server_default=ModelStatus.CANDIDATE)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     promoted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -30,10 +39,18 @@ class ModelVersion(db.Model):
         return db.session.scalar(db.select(cls).where(cls.is_champion.is_(True)).order_by(cls.promoted_at.desc()))
 
     def promote(self) -> None:
-        """Make this version the one new images are classified with (the previous one stays for rollback)."""
-        db.session.execute(db.update(ModelVersion).where(ModelVersion.id != self.id).values(is_champion=False))
-        self.is_champion = True
+        """Make this version the one new images are classified with; the previous champion is retired, and
+        `models rollback` can bring it back."""
+        db.session.execute(db.update(ModelVersion).where(ModelVersion.id != self.id, ModelVersion.is_champion.is_(True))
+                           .values(is_champion=False, status=ModelStatus.RETIRED))
+        self.is_champion, self.status = True, ModelStatus.CHAMPION
         self.promoted_at = utcnow()
+
+    @classmethod
+    def previous_champion(cls) -> "ModelVersion | None":
+        """The champion before this one: the retired version promoted last."""
+        return db.session.scalar(db.select(cls).where(cls.status == ModelStatus.RETIRED, cls.promoted_at.is_not(None))
+                                 .order_by(cls.promoted_at.desc()))
 
     @property
     def label(self) -> str:

@@ -53,6 +53,28 @@ def promote(model_id: int):
     click.echo(f"model {version.id} {version.label} is now the champion")
 
 
+@models_group.command("rollback")
+@click.option("--reason", default="rolled back by an operator", show_default=True,
+              help="Why the champion is rejected; kept in the audit trail.")
+def rollback(reason: str):
+    """Serve the previous champion again; the current one is marked rejected, with the reason."""
+    from models import AuditEvent, ModelVersion, db
+    from models.prediction import ModelStatus
+
+    champion, previous = ModelVersion.champion(), ModelVersion.previous_champion()
+    if previous is None:
+        raise click.ClickException("no earlier champion to roll back to; see `melanoma models list`")
+    previous.promote()
+    if champion is not None:
+        champion.status = ModelStatus.REJECTED
+        AuditEvent.record("cli", "model.rejected", f"model:{champion.id}", label=champion.label, reason=reason)
+    AuditEvent.record("cli", "model.rolled_back", f"model:{previous.id}", label=previous.label,
+                      replaced=champion.id if champion else None)
+    db.session.commit()
+    click.echo(f"model {previous.id} {previous.label} is the champion again"
+               + (f"; model {champion.id} is rejected ({reason})" if champion else ""))
+
+
 @models_group.command("list")
 def list_models():
     """Registered models, the champion marked with *, each with its directory (what `compare` takes)."""
@@ -61,7 +83,7 @@ def list_models():
 
     for version in db.session.scalars(db.select(ModelVersion).order_by(ModelVersion.id)):
         auc = version.metrics.get("test", {}).get("melanoma_auc")
-        click.echo(f"{'*' if version.is_champion else ' '} {version.id:4d} {version.label:40s} "
+        click.echo(f"{'*' if version.is_champion else ' '} {version.id:4d} {version.label:40s} {version.status:9s} "
                    f"threshold={version.alert_threshold:.4f} test_melanoma_auc={auc} "
                    f"dir={resolve_path(version.artifact_path).parent}")
 

@@ -9,7 +9,7 @@ import click
 from PIL import Image as PILImage
 from PIL import ImageFilter
 
-from models import ModelVersion, db
+from models import AuditEvent, ModelVersion, db
 from tests.conftest import MELANOMA_CLI, ROOT, dataset_images
 from web.cli import cli
 from worker.classifier.artifacts import file_sha256
@@ -37,7 +37,22 @@ def test_models_register_promote_and_roll_back_switch_the_champion(runner, tmp_p
     listed = runner.invoke(cli, args=["models", "list"]).output
     assert f"* {ModelVersion.champion().id:4d}" in listed
     assert f"dir={DEFAULT_MODEL_DIR.resolve()}" in listed and f"dir={second_dir.resolve()}" in listed
+    second = ModelVersion.champion()
+    assert (first.status, second.status) == ("retired", "champion")
     assert runner.invoke(cli, args=["models", "promote", str(first.id)]).exit_code == 0
+    assert ModelVersion.champion().id == first.id and second.status == "retired"
+    # Roll back: the champion before comes back, the one rolled back from is rejected, with the reason.
+    rolled = runner.invoke(cli, args=["models", "rollback", "--reason", "missed melanomas at St Example"])
+    assert rolled.exit_code == 0, rolled.output
+    db.session.expire_all()
+    assert ModelVersion.champion().id == second.id and db.session.get(ModelVersion, first.id).status == "rejected"
+    event = db.session.scalar(db.select(AuditEvent).where(AuditEvent.action == "model.rejected"))
+    assert event.target == f"model:{first.id}" and event.details["reason"] == "missed melanomas at St Example"
+    assert "rejected" in runner.invoke(cli, args=["models", "list"]).output
+    # Nothing before the rejected one's predecessor was retired: no further rollback.
+    again = runner.invoke(cli, args=["models", "rollback"])
+    assert again.exit_code != 0 and "no earlier champion" in again.output
+    assert runner.invoke(cli, args=["models", "promote", str(first.id)]).exit_code == 0  # an operator may still
     assert ModelVersion.champion().id == first.id
     bad = runner.invoke(cli, args=["models", "register", str(tmp_path)])
     assert bad.exit_code != 0 and "card.json" in bad.output
