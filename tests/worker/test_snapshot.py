@@ -91,7 +91,12 @@ def test_retraining_learns_from_the_base_folders_and_the_confirmed_images(app, t
         "melanoma": 1, "nevus": 1}
     assert new.card["training"]["source_weights"] == {f"hospital:{hospital.name}": 3}
     assert ModelVersion.champion().id == champion.id
-    assert db.session.scalar(db.select(AuditEvent).where(AuditEvent.action == "model.not_compared",
+    # The confirmed images train whole, outside the split: the base split is the champion's, image for image,
+    # so the two are compared on test images neither trained on.
+    sizes, before = new.card["training"]["split_sizes"], card["training"]["split_sizes"]
+    assert (sizes["validation"], sizes["test"]) == (before["validation"], before["test"])
+    assert sizes["train"] == before["train"] + 2 * 3
+    assert db.session.scalar(db.select(AuditEvent).where(AuditEvent.action == "model.compared",
                                                          AuditEvent.target == f"model:{new.id}"))
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from worker.classifier.artifacts import EVALUATION_DIR
 from worker.classifier.audit import DataDirs, data_folders
 from worker.classifier.choices import MELANOMA
-from worker.classifier.evaluation import held_out_examples
+from worker.classifier.evaluation import held_out_examples, split_data_sha256
 from worker.classifier.metrics import balanced_accuracy, finite, paired_bootstrap, roc_auc, sensitivity_specificity
 from worker.classifier.perturbations import PERTURBATIONS, as_arrays, swap_sources
 from worker.classifier.predictor import load_classifier
@@ -44,7 +44,7 @@ def compare(champion_dir: str | Path, challenger_dir: str | Path, data_dirs: Dat
         raise ValueError("the two models name different classes, so their figures do not compare")
     examples = held_out_examples(champion, data_dirs, split)
     # The same data and seed give the same split; the champion's data was checked against DATA_DIR above.
-    if split == "test" and challenger["training"]["data_sha256"] != champion["training"]["data_sha256"]:
+    if split == "test" and split_data_sha256(challenger) != split_data_sha256(champion):
         raise ValueError("DATA_DIR is not the data the challenger was trained on, so it has no test split "
                          "here; compare with --split all")
     if split == "test" and challenger["training"]["seed"] != champion["training"]["seed"]:

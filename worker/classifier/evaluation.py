@@ -46,12 +46,18 @@ def quality_figures(arrays: list[np.ndarray], probabilities: np.ndarray, labels:
     }
 
 
+def split_data_sha256(card: dict) -> str:
+    """The fingerprint of the data a model's split was drawn from: all its data, unless some trained whole,
+    outside the split (train_only_dirs), which older cards never did."""
+    return card["training"].get("split_data_sha256", card["training"]["data_sha256"])
+
+
 def held_out_examples(card: dict, data_dirs: DataDirs, split: str) -> list:
     """The audited examples of DATA_DIR a model is scored on: its held-out test split (split="test", DATA_DIR
     being the data it was trained on) or every one (split="all")."""
     examples, _ = data.list_examples(data_dirs, tuple(card["class_names"]))
     if split == "test":
-        if data.dataset_hash(examples) != card["training"]["data_sha256"]:
+        if data.dataset_hash(examples) != split_data_sha256(card):
             raise ValueError("DATA_DIR is not the data this model was trained on, so it has no test split "
                              "here; evaluate with --split all")
         return data.split_examples(examples, seed=card["training"]["seed"]).test

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from worker.classifier import data
 from worker.classifier.artifacts import ARTIFACT_NAME, AUDIT_NAME, CARD_NAME, HISTORY_NAME, file_sha256
-from worker.classifier.audit import DataDirs
+from worker.classifier.audit import DataDirs, data_folders
 from worker.classifier.backbones import imagenet_weights_file, load_imagenet_weights
 from worker.classifier.choices import CLASS_NAMES, DEFAULT_INPUT_SIZE, LOSSES, MELANOMA
 from worker.classifier.metrics import (
@@ -118,12 +118,17 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
           style_mix: bool = False, colour: str = "shades-of-grey", loss: str = "class-weighted",
-          source_weights: dict[str, int] | None = None, verbose: int = 2) -> dict:
+          source_weights: dict[str, int] | None = None, train_only_dirs: DataDirs | None = None,
+          verbose: int = 2) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card.
 
     source_weights: training images of these sources count this many times (repeated in the training split
     only, after the split), so a hospital's few confirmed images weigh more than the base images of their
-    class; each class's total weight stays as the class weights set it."""
+    class; each class's total weight stays as the class weights set it.
+
+    train_only_dirs: folders audited with the others but trained on whole, outside the split (the confirmed
+    images, whose held-back share is evaluated elsewhere): the split of data_dirs stays exactly what it is
+    without them, so a model trained without them can be compared on the same test images."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
     out_dir = Path(out_dir)
@@ -135,8 +140,12 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    examples, audit = data.list_examples(data_dirs, CLASS_NAMES)
-    split = data.split_examples(examples, seed=seed)
+    extra_roots = data_folders(train_only_dirs) if train_only_dirs else []
+    examples, audit = data.list_examples([*data_folders(data_dirs), *extra_roots], CLASS_NAMES)
+    extra = [e for e in examples if any(Path(e.path).is_relative_to(root) for root in extra_roots)]
+    outside = set(extra)
+    split = data.split_examples([e for e in examples if e not in outside], seed=seed)
+    split = data.Split(split.train + extra, split.validation, split.test)
     weights = {source: int(weight) for source, weight in (source_weights or {}).items() if int(weight) > 1}
     split = data.Split([repeat for example in split.train for repeat in [example] * weights.get(example.source, 1)],
                        split.validation, split.test)
@@ -210,6 +219,8 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
         },
         "training": {
             "data_sha256": data.dataset_hash(examples),
+            # What the split was drawn from: the data less what trained whole outside it (train_only_dirs).
+            "split_data_sha256": data.dataset_hash([e for e in examples if e not in outside]),
             "split_sizes": {name: int(len(part)) for name, part in labels.items()},
             "source_weights": weights,
             "audit": {"images": audit.images, "kept": audit.kept, "excluded_conflicts": audit.excluded,
