@@ -12,6 +12,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Ids beyond a 32-bit integer exist in no table, and SQLite overflows on them: look such ids up as missing.
+MAX_ID = 2**31 - 1
+
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 
 

@@ -36,9 +36,14 @@ class ConfirmedDiagnosis(db.Model):
     image = relationship("Image")
 
     @classmethod
+    def counting(cls, image_ids: list[int] | None = None):
+        """A select of the diagnoses that count, the newest of each image (of these images, or of all)."""
+        latest = db.select(db.func.max(cls.id).label("id")).group_by(cls.image_id)
+        if image_ids is not None:
+            latest = latest.where(cls.image_id.in_(image_ids))
+        return db.select(cls).where(cls.id.in_(latest.scalar_subquery()))
+
+    @classmethod
     def newest(cls, image_ids: list[int]) -> dict[int, "ConfirmedDiagnosis"]:
         """The diagnosis that counts for each of these images that has one."""
-        latest = (db.select(cls.image_id, db.func.max(cls.id).label("id")).where(cls.image_id.in_(image_ids))
-                  .group_by(cls.image_id).subquery())
-        rows = db.session.scalars(db.select(cls).join(latest, cls.id == latest.c.id))
-        return {row.image_id: row for row in rows}
+        return {row.image_id: row for row in db.session.scalars(cls.counting(image_ids))}

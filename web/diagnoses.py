@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from models import AuditEvent, Batch, ConfirmedDiagnosis, Hospital, Image, db
+from models.base import MAX_ID
 from models.batch import ImageStatus
 from models.diagnosis import DIAGNOSES, METHODS
 
@@ -84,7 +85,7 @@ def _images(hospital: Hospital, row: dict) -> list[Image]:
     """The hospital's images the row names; another hospital's image is as unknown as one that does not exist."""
     if row.get("image_id") not in (None, ""):
         image_id = _whole_number(row["image_id"], "image_id")
-        image = db.session.get(Image, image_id) if image_id <= 2**31 - 1 else None
+        image = db.session.get(Image, image_id) if image_id <= MAX_ID else None
         if image is None or image.hospital_id != hospital.id:
             raise RowError(f"no image {image_id} for this hospital")
         images = [image]
@@ -98,7 +99,7 @@ def _images(hospital: Hospital, row: dict) -> list[Image]:
             raise RowError(f"no image with sha256 {digest} for this hospital")
     elif row.get("batch_id") not in (None, "") and row.get("filename"):
         batch_id = _whole_number(row["batch_id"], "batch_id")
-        batch = db.session.get(Batch, batch_id) if batch_id <= 2**31 - 1 else None
+        batch = db.session.get(Batch, batch_id) if batch_id <= MAX_ID else None
         if batch is None or batch.hospital_id != hospital.id:
             raise RowError(f"no batch {batch_id} for this hospital")
         images = db.session.scalars(db.select(Image).where(Image.batch_id == batch.id,

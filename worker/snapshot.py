@@ -49,13 +49,11 @@ class Snapshot:
 def confirmed_images(holdback_percent: int) -> tuple[list[tuple[Image, str, str]], list[tuple[Image, str, str]]]:
     """(image, label, source) for every image whose newest confirmed diagnosis is a class: (training, held back).
     A picture sent several times is one row (its first image)."""
-    newest = (db.select(ConfirmedDiagnosis.image_id, db.func.max(ConfirmedDiagnosis.id).label("id"))
-              .group_by(ConfirmedDiagnosis.image_id).subquery())
+    counting = ConfirmedDiagnosis.counting().subquery()
     rows = db.session.execute(
-        db.select(Image, ConfirmedDiagnosis.diagnosis, Hospital.name)
-        .join(newest, newest.c.image_id == Image.id).join(ConfirmedDiagnosis, ConfirmedDiagnosis.id == newest.c.id)
-        .join(Hospital, Hospital.id == Image.hospital_id)
-        .where(Image.status != ImageStatus.REJECTED, ConfirmedDiagnosis.diagnosis.in_(CLASS_NAMES))
+        db.select(Image, counting.c.diagnosis, Hospital.name)
+        .join(counting, counting.c.image_id == Image.id).join(Hospital, Hospital.id == Image.hospital_id)
+        .where(Image.status != ImageStatus.REJECTED, counting.c.diagnosis.in_(CLASS_NAMES))
         .order_by(Image.id)).all()
     training, back, seen = [], [], set()
     for image, label, hospital in rows:

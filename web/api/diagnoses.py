@@ -3,11 +3,12 @@
 from flask import g, request, url_for
 
 from models import ConfirmedDiagnosis, Image, db
+from models.base import MAX_ID
 from web import diagnoses
 from web.api import bp
 from web.api.auth import require_api_key
 from web.api.errors import ApiError
-from web.api.routes import MAX_ID, int_arg
+from web.api.routes import int_arg
 
 
 @bp.post("/diagnoses")

@@ -4,6 +4,7 @@ from flask import Response, current_app, g, request, url_for
 from sqlalchemy.orm import selectinload
 
 from models import Alert, Batch, ConfirmedDiagnosis, Image, Prediction, db
+from models.base import MAX_ID
 from models.prediction import AlertStatus
 from web.api import bp
 from web.api.auth import require_api_key
@@ -13,8 +14,6 @@ from web.results import result_row, to_csv
 from web.storage import ImageStore
 
 MAX_IDEMPOTENCY_KEY = 200
-# Ids beyond a 32-bit integer exist in no table, and SQLite overflows on them.
-MAX_ID = 2**31 - 1
 
 
 def _own_batch(batch_id: int) -> Batch:
