@@ -78,6 +78,8 @@ class Config:
     HOLDBACK_PERCENT = int(os.environ.get("HOLDBACK_PERCENT", "20"))
     # How many times a confirmed image counts against a base image of its class, in retraining.
     CONFIRMED_IMAGE_WEIGHT = int(os.environ.get("CONFIRMED_IMAGE_WEIGHT", "3"))
+    # The gate refuses a retrained model that loses on a hospital with at least this many held-back melanomas.
+    GATE_MIN_MELANOMAS = int(os.environ.get("GATE_MIN_MELANOMAS", "10"))
     RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # Celery's settings (broker and result backend are REDIS_URL; queues and routes follow the task names in

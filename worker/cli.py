@@ -310,8 +310,8 @@ def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size
 @click.option("--wait", is_flag=True, help="Wait for it to end, then print the new version and the verdict.")
 @with_appcontext
 def retrain(now: bool, wait: bool):
-    """Retrain on RETRAIN_DATA_DIRS plus the hospitals' confirmed images, as the schedule does; the new model
-    is registered as a candidate, never promoted by this."""
+    """Retrain on RETRAIN_DATA_DIRS plus the hospitals' confirmed images, as the schedule does; the gate then
+    promotes the new model or rejects it (or leaves it a candidate where it has nothing to compare it on)."""
     from flask import current_app
 
     from models import AuditEvent, ModelVersion, db
@@ -340,7 +340,7 @@ def retrain(now: bool, wait: bool):
     card = version.card or {}
     test = card.get("metrics", {}).get("test", {})
     seconds = card.get("training", {}).get("seconds", 0)
-    click.echo(f"model {version.id} {version.label} registered as a candidate, trained in {seconds:.0f} s: "
+    click.echo(f"model {version.id} {version.label} registered, trained in {seconds:.0f} s: "
                f"test melanoma AUC {_cell(test.get('melanoma_auc'), 0)}, "
                f"balanced accuracy {_cell(test.get('balanced_accuracy'), 0)}")
     verdict = db.session.scalars(db.select(AuditEvent).where(
@@ -353,5 +353,11 @@ def retrain(now: bool, wait: bool):
         failures = "; ".join(verdict.details["failures"])
         click.echo("against the champion: " + ("passes the shipping rule" if passes
                                                 else f"does not pass the shipping rule: {failures}"))
-    else:
-        click.echo(f"not compared with the champion: {verdict.details['reason']}")
+    gate = card.get("gate")
+    if gate:
+        for name, figures in gate["hospitals"].items():
+            champion_auc, challenger_auc = (figures[role]["melanoma AUC"] for role in ("champion", "challenger"))
+            click.echo(f"  {name}: {figures['images']} held-back images, {figures['melanomas']} melanomas; "
+                       f"melanoma AUC {_cell(champion_auc, 0)} -> {_cell(challenger_auc, 0)}")
+        reasons = "; ".join(gate["reasons"])
+        click.echo(f"gate: {gate['verdict']}" + (f" ({reasons})" if reasons else ""))

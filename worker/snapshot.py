@@ -32,7 +32,7 @@ def held_back(sha256: str, percent: int) -> bool:
 class Snapshot:
     folder: Path
     training: list[dict] = field(default_factory=list)  # {"sha256", "label", "source"} a row
-    held_back: list[dict] = field(default_factory=list)
+    held_back: list[dict] = field(default_factory=list)  # the same, with "storage_path": the gate reads them
 
     @property
     def sha256(self) -> str:
@@ -85,5 +85,6 @@ def export(folder: Path, storage_dir: str, holdback_percent: int) -> Snapshot:
         writer.writerow([image.sha256, image.sha256, source])
         snapshot.training.append({"sha256": image.sha256, "label": label, "source": source})
     (folder / METADATA).write_text(metadata.getvalue())
-    snapshot.held_back = [{"sha256": image.sha256, "label": label, "source": source} for image, label, source in back]
+    snapshot.held_back = [{"sha256": image.sha256, "label": label, "source": source,
+                           "storage_path": image.storage_path} for image, label, source in back]
     return snapshot

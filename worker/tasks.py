@@ -152,9 +152,9 @@ def requeue_stale() -> dict:
 @shared_task(name=RETRAIN, time_limit=RETRAIN_TIME_LIMIT, acks_late=False, ignore_result=False)
 def retrain() -> int | None:
     """Train a new model on the RETRAIN_DATA_DIRS folders plus the hospitals' confirmed images (less each
-    hospital's held-back share), with the champion's recipe, and register it (not promoted: an operator
-    decides, helped by the comparison with the champion recorded in the audit trail). One at a time: a run
-    asked for while another holds the lock is skipped, and says so in the audit trail."""
+    hospital's held-back share), with the champion's recipe, register it, and let the gate (worker/gate.py)
+    promote or reject it. One at a time: a run asked for while another holds the lock is skipped, and says so
+    in the audit trail."""
     with _only_one_retraining() as running:
         if not running:
             AuditEvent.record("schedule:retrain", "model.retrain_skipped", "retrain",
@@ -194,6 +194,7 @@ def _retrain() -> int:
     from models import ModelVersion
     from worker.classifier.artifacts import CARD_NAME
     from worker.classifier.training import recipe_defaults, train
+    from worker.gate import judge
     from worker.registry import register_model
     from worker.snapshot import export
 
@@ -228,7 +229,7 @@ def _retrain() -> int:
     partial.rename(out_dir)
     version = register_model(out_dir, promote=False, actor="schedule:retrain")
     if champion is not None:
-        _compare_with_champion(champion, version, out_dir, data_dirs)
+        judge(champion, version, out_dir, data_dirs, snapshot)
     return version.id
 
 
@@ -238,25 +239,3 @@ def _remove_abandoned_runs(models_dir: Path) -> None:
         if time.time() - folder.stat().st_mtime > RETRAIN_TIME_LIMIT:
             log.warning("removing %s, left by a training run that did not finish", folder)
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _compare_with_champion(champion, version, out_dir, data_dirs) -> None:
-    """`melanoma compare` of the new model against the champion on the test split they share (the same seed
-    and data), its verdict recorded for the operator; where they share none, the reason is recorded instead."""
-    from worker.classifier.comparison import SPLIT_AUC, compare
-    from worker.registry import resolve_path
-
-    target = f"model:{version.id}"
-    try:
-        report = compare(resolve_path(champion.artifact_path).parent, out_dir, data_dirs,
-                         runtime=current_app.config["INFERENCE_RUNTIME"],
-                         cache_dir=current_app.config["MODEL_CACHE_DIR"])
-    except ValueError as error:
-        AuditEvent.record("schedule:retrain", "model.not_compared", target, champion=champion.id, reason=str(error))
-    else:
-        auc = report["figures"][SPLIT_AUC]
-        AuditEvent.record("schedule:retrain", "model.compared", target, champion=champion.id,
-                          passes_shipping_rule=report["shipping_rule"]["passes"],
-                          failures=report["shipping_rule"]["failures"], melanoma_auc_change=auc["difference"],
-                          melanoma_auc_change_interval_95=auc["interval_95"])
-    db.session.commit()

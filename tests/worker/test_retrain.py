@@ -1,4 +1,4 @@
-"""Scheduled retraining: trains with the champion's recipe and registers the result without promoting it."""
+"""Scheduled retraining: trains with the champion's recipe, registers the result, and the gate decides."""
 
 import json
 import os
@@ -10,10 +10,12 @@ import pytest
 
 from models import AuditEvent, ModelVersion, db
 from web.queue import RETRAIN
+from worker.gate import PROMOTED, REJECTED, UNDECIDED
 from worker.registry import register_model, resolve_path
 
 
-def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny_dataset, tiny_model, tmp_path):
+def test_retrain_registers_a_new_model_and_the_comparison_decides_whether_it_serves(app, tiny_dataset, tiny_model,
+                                                                                   tmp_path):
     import worker.tasks  # noqa: F401  (registers the tasks on this app)
     from worker.classifier.comparison import compare, comparison_path
 
@@ -30,12 +32,11 @@ def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny
     new_id = app.extensions["celery"].tasks[RETRAIN].apply().get()
     db.session.expire_all()
     new = db.session.get(ModelVersion, new_id)
-    assert new.id != champion.id and not new.is_champion
+    assert new.id != champion.id
     new_dir = resolve_path(new.artifact_path).parent
     assert new_dir.parent == models_dir and not new_dir.name.endswith(".partial")
     assert not abandoned.exists() and running.exists()
     shutil.rmtree(running)
-    assert ModelVersion.champion().id == champion.id
     assert new.card["training"]["backbone"] == card["training"]["backbone"] == "small"
     assert new.input_size == card["input_size"] and new.card["training"]["epochs"] == card["training"]["epochs"]
     # The champion's own recipe, not the small backbone's defaults.
@@ -48,6 +49,10 @@ def test_retrain_registers_a_new_model_and_leaves_the_champion_serving(app, tiny
     written = json.loads(comparison_path(model_dir, new_dir).read_text())
     expected = compare(model_dir, new_dir, tiny_dataset, out_path=tmp_path / "again.json")
     assert written == expected and written["images"] == 9 and written["melanomas"] == 1
+    # No hospital has confirmed images here: the shipping rule alone decides.
+    passes = expected["shipping_rule"]["passes"]
+    assert new.card["gate"]["verdict"] == (PROMOTED if passes else REJECTED) and new.card["gate"]["hospitals"] == {}
+    assert ModelVersion.champion().id == (new.id if passes else champion.id)
     assert event.details == {
         "champion": champion.id, "passes_shipping_rule": expected["shipping_rule"]["passes"],
         "failures": expected["shipping_rule"]["failures"],
@@ -66,6 +71,8 @@ def test_retrain_on_other_data_records_why_it_was_not_compared(app, tiny_model, 
                                                           AuditEvent.action == "model.not_compared"))
     assert event.details["champion"] == champion.id
     assert "not the data this model was trained on" in event.details["reason"]
+    # Nothing tells the two apart: the new one waits, a candidate, for an operator.
+    assert db.session.get(ModelVersion, new_id).card["gate"]["verdict"] == UNDECIDED
     assert ModelVersion.champion().id == champion.id
 
 

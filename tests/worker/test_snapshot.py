@@ -90,7 +90,8 @@ def test_retraining_learns_from_the_base_folders_and_the_confirmed_images(app, t
     assert new.card["training"]["audit"]["labels_by_source"][f"hospital:{hospital.name}"] == {
         "melanoma": 1, "nevus": 1}
     assert new.card["training"]["source_weights"] == {f"hospital:{hospital.name}": 3}
-    assert ModelVersion.champion().id == champion.id
+    assert (ModelVersion.champion().id == new.id) == (new.card["gate"]["verdict"] == "promoted")
+    assert ModelVersion.champion().id in (champion.id, new.id)
     # The confirmed images train whole, outside the split: the base split is the champion's, image for image,
     # so the two are compared on test images neither trained on.
     sizes, before = new.card["training"]["split_sizes"], card["training"]["split_sizes"]
@@ -121,11 +122,13 @@ def test_retrain_now_and_wait_runs_on_a_real_training_worker_and_prints_the_outc
     finally:
         trainer.stop()
     assert result.returncode == 0, result.stderr[-3000:] + trainer.output()[-3000:]
-    assert "retraining queued" in result.stdout and "registered as a candidate" in result.stdout, result.stdout
+    assert "retraining queued" in result.stdout and " registered, trained in " in result.stdout, result.stdout
     assert "against the champion:" in result.stdout  # same data, same seed: compared on their shared test split
+    promoted = "gate: promoted" in result.stdout
+    assert promoted or "gate: rejected (" in result.stdout, result.stdout
     with app.app_context():
         try:
-            assert ModelVersion.champion().id == champion_id
+            assert (ModelVersion.champion().id != champion_id) == promoted
             assert db.session.scalar(db.select(db.func.count(ModelVersion.id))) == 2
         finally:
             db.session.remove()

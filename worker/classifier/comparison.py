@@ -11,6 +11,7 @@ from worker.classifier.artifacts import EVALUATION_DIR
 from worker.classifier.audit import DataDirs, data_folders
 from worker.classifier.choices import MELANOMA
 from worker.classifier.evaluation import held_out_examples, split_data_sha256
+from worker.classifier.images import decode_image
 from worker.classifier.metrics import balanced_accuracy, finite, paired_bootstrap, roc_auc, sensitivity_specificity
 from worker.classifier.perturbations import PERTURBATIONS, as_arrays, swap_sources
 from worker.classifier.predictor import load_classifier
@@ -141,3 +142,36 @@ def shipping_rule(report_figures: dict[str, dict], mixed_sources: list[str]) -> 
         # Whether these images can tell the rise from the choice of images at all.
         "rise_beyond_resampling": bool(report_figures[SPLIT_AUC]["interval_95"][0] > 0),
     }
+
+
+def compare_groups(champion_dir: str | Path, challenger_dir: str | Path, groups: dict[str, list[tuple[bytes, str]]],
+                   draws: int = 2000, seed: int = 0, runtime: str = "auto",
+                   cache_dir: str | Path | None = None) -> dict[str, dict]:
+    """Both models on each group's pictures (a hospital's held-back confirmed images: (image bytes, class name)
+    each): the counts, each model's melanoma AUC and sensitivity and specificity at its own threshold, and the
+    AUC's difference with its paired-bootstrap interval (None where the group lacks melanomas or others)."""
+    models = [load_classifier(model_dir, runtime=runtime, cache_dir=cache_dir)
+              for model_dir in (champion_dir, challenger_dir)]
+    return {name: _group_figures(models, rows, draws, seed) for name, rows in groups.items()}
+
+
+def _group_figures(models: list, rows: list[tuple[bytes, str]], draws: int, seed: int) -> dict:
+    positive = np.array([label == MELANOMA for _, label in rows])
+    scores = [classifier.predict([decode_image(data, classifier.input_size) for data, _ in rows])
+              [:, card["class_names"].index(MELANOMA)] for card, classifier in models]
+
+    def measured(chosen: np.ndarray) -> dict[str, tuple[float, float]]:
+        return {SPLIT_AUC: tuple(roc_auc(positive[chosen], model_scores[chosen]) for model_scores in scores)}
+
+    result = {"images": len(rows), "melanomas": int(positive.sum())}
+    for role, (card, _), model_scores in zip(("champion", "challenger"), models, scores, strict=True):
+        sensitivity, specificity = sensitivity_specificity(positive, model_scores, card["alert_threshold"])
+        result[role] = {SPLIT_AUC: finite(roc_auc(positive, model_scores)),
+                        "sensitivity at its threshold": finite(sensitivity),
+                        "specificity at its threshold": finite(specificity)}
+    mixed = bool(positive.any() and not positive.all())
+    result["melanoma_auc_difference"] = (result["challenger"][SPLIT_AUC] - result["champion"][SPLIT_AUC]
+                                         if mixed else None)
+    result["interval_95"] = (paired_bootstrap(positive.astype(int), measured, draws=draws, seed=seed)
+                             [SPLIT_AUC]["interval"] if mixed else None)
+    return result

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from worker.classifier.audit import AuditReport, DataDirs, audit
+from worker.classifier.audit import AuditReport, DataDirs, audit, data_folders
 from worker.classifier.images import decode_image
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -42,6 +42,26 @@ def list_examples(data_dirs: DataDirs, class_names: tuple[str, ...]) -> tuple[li
     index = {name: label for label, name in enumerate(class_names)}
     return [Example(image.path, index[image.label], image.sha256, image.source, image.lesion)
             for image in kept], report
+
+
+def list_with_extra(data_dirs: DataDirs, extra_dirs: DataDirs | None,
+                    class_names: tuple[str, ...]) -> tuple[list[Example], list[Example], AuditReport]:
+    """The examples of data_dirs exactly as they list alone, so their split never changes, and those of
+    extra_dirs (the confirmed images) that are the same picture as none of them: audited all together, an extra
+    image that duplicates or contradicts a base image is left out, never the base image."""
+    base, report = list_examples(data_dirs, class_names)
+    if not extra_dirs:
+        return base, [], report
+    roots = data_folders(extra_dirs)
+    everything, report = list_examples([*data_folders(data_dirs), *roots], class_names)
+
+    def is_extra(path: str) -> bool:
+        return any(Path(path).is_relative_to(root) for root in roots)
+
+    groups = [*report.exact_duplicate_groups, *report.near_duplicate_groups,
+              *(conflict["paths"] for conflict in report.label_conflicts)]
+    tied = {path for group in groups if not all(map(is_extra, group)) for path in group}
+    return base, [e for e in everything if is_extra(e.path) and e.path not in tied], report
 
 
 def split_examples(examples: list[Example], seed: int, validation_fraction: float = 0.15,

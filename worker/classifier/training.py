@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from worker.classifier import data
 from worker.classifier.artifacts import ARTIFACT_NAME, AUDIT_NAME, CARD_NAME, HISTORY_NAME, file_sha256
-from worker.classifier.audit import DataDirs, data_folders
+from worker.classifier.audit import DataDirs
 from worker.classifier.backbones import imagenet_weights_file, load_imagenet_weights
 from worker.classifier.choices import CLASS_NAMES, DEFAULT_INPUT_SIZE, LOSSES, MELANOMA
 from worker.classifier.metrics import (
@@ -140,11 +140,9 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    extra_roots = data_folders(train_only_dirs) if train_only_dirs else []
-    examples, audit = data.list_examples([*data_folders(data_dirs), *extra_roots], CLASS_NAMES)
-    extra = [e for e in examples if any(Path(e.path).is_relative_to(root) for root in extra_roots)]
-    outside = set(extra)
-    split = data.split_examples([e for e in examples if e not in outside], seed=seed)
+    base, extra, audit = data.list_with_extra(data_dirs, train_only_dirs, CLASS_NAMES)
+    examples = base + extra
+    split = data.split_examples(base, seed=seed)
     split = data.Split(split.train + extra, split.validation, split.test)
     weights = {source: int(weight) for source, weight in (source_weights or {}).items() if int(weight) > 1}
     split = data.Split([repeat for example in split.train for repeat in [example] * weights.get(example.source, 1)],
@@ -220,7 +218,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
         "training": {
             "data_sha256": data.dataset_hash(examples),
             # What the split was drawn from: the data less what trained whole outside it (train_only_dirs).
-            "split_data_sha256": data.dataset_hash([e for e in examples if e not in outside]),
+            "split_data_sha256": data.dataset_hash(base),
             "split_sizes": {name: int(len(part)) for name, part in labels.items()},
             "source_weights": weights,
             "audit": {"images": audit.images, "kept": audit.kept, "excluded_conflicts": audit.excluded,
