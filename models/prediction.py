@@ -83,6 +83,7 @@ class AlertStatus:
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    DISMISSED = "dismissed"  # judged no alert: re-scored under the champion's threshold, or by a dermatologist
 
 
 class Alert(db.Model):

@@ -7,6 +7,7 @@ import base64
 import json
 from datetime import timedelta
 
+import redis
 from celery import Celery, Task
 from flask import Flask
 from kombu import Queue
@@ -15,6 +16,11 @@ CLASSIFY_IMAGES = "inference.classify_images"
 EXPLAIN_ALERT = "explain.alert_heatmap"
 REQUEUE_STALE = "maintenance.requeue_stale"
 RETRAIN = "training.retrain"
+RESCORE_ALERTS = "inference.rescore_alerts"
+
+# What the running (or the last) retraining reported, as JSON: its stage, epoch of epochs, figures, outcome.
+RETRAIN_PROGRESS = "melanoma:retrain-progress"
+RETRAIN_PROGRESS_DAYS = 7
 
 INFERENCE_QUEUE = "inference"
 # Heatmaps have their own queue, so drawing them never holds up the next batch's results.
@@ -91,3 +97,14 @@ def task_args_in_broker(celery_app: Celery, queue: str, task_name: str) -> list[
         args, _kwargs, _embed = json.loads(body)
         found.append(args)
     return found
+
+
+def retrain_progress(app: Flask) -> dict | None:
+    """The last retraining's report (RETRAIN_PROGRESS), or None where none has run for a week."""
+    raw = redis.Redis.from_url(app.config["REDIS_URL"]).get(RETRAIN_PROGRESS)
+    return json.loads(raw) if raw else None
+
+
+def report_retrain_progress(app: Flask, **fields) -> None:
+    redis.Redis.from_url(app.config["REDIS_URL"]).set(RETRAIN_PROGRESS, json.dumps(fields),
+                                                      ex=timedelta(days=RETRAIN_PROGRESS_DAYS))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import click
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import AppGroup
 
 from web.config import DEFAULT_MODEL_DIR, Config
 from worker.classifier.choices import AUGMENTATIONS, BACKBONES, COLOUR_NORMALISATIONS, LOSSES
@@ -160,10 +160,10 @@ def evaluate(model_dir, data_dirs, split, out, perturb):
     for name, figures in rows:
         quality = figures.get("quality", {})
         click.echo(f"{name:28s}{figures.get('images', report['overall']['images']):>8d}"
-                   + "".join(_cell(figures[key], width) for key, width in
+                   + "".join(cell(figures[key], width) for key, width in
                              (("balanced_accuracy", 9), ("melanoma_auc", 9), ("melanoma_sensitivity", 7),
                               ("melanoma_specificity", 7)))
-                   + _cell(quality.get("flagged"), 9) + _cell(quality.get("melanomas_alerted_or_flagged"), 11))
+                   + cell(quality.get("flagged"), 9) + cell(quality.get("melanomas_alerted_or_flagged"), 11))
     if any(report.get(key) is not None for key in ("sharpness_floor", "illumination_floor", "overexposure_ceiling")):
         click.echo("flagged: share of images with a quality warning (blurred or low resolution, unevenly lit, "
                    "overexposed); sens+flag: share of melanomas alerted or flagged")
@@ -210,10 +210,10 @@ def compare(champion_dir, challenger_dir, data_dirs, split, draws, out):
     click.echo(f"{'':34s}{'champion':>9s}{'challenger':>11s}{'change':>8s}{'95 % interval':>17s}{'ahead':>7s}")
     for name, figure in report["figures"].items():
         interval = figure["interval_95"]
-        click.echo(f"{name:34s}" + _cell(figure["champion"], 9) + _cell(figure["challenger"], 11)
-                   + _cell(figure["difference"], 8, sign="+")
+        click.echo(f"{name:34s}" + cell(figure["champion"], 9) + cell(figure["challenger"], 11)
+                   + cell(figure["difference"], 8, sign="+")
                    + (f"{interval[0]:>+9.3f} {interval[1]:>+7.3f}" if interval else f"{'-':>17s}")
-                   + _cell(figure["challenger_ahead"], 7))
+                   + cell(figure["challenger_ahead"], 7))
     click.echo(f"worst change: {report['worst_change']['champion']} (champion), "
                f"{report['worst_change']['challenger']} (challenger); ahead: share of resamplings where the "
                "challenger's figure is higher")
@@ -227,7 +227,7 @@ def compare(champion_dir, challenger_dir, data_dirs, split, draws, out):
     click.echo(f"written to {out}")
 
 
-def _cell(value, width: int, sign: str = "") -> str:
+def cell(value, width: int, sign: str = "") -> str:
     return f"{value:>{sign}{width}.3f}" if value is not None else f"{'-':>{width}s}"
 
 
@@ -297,67 +297,9 @@ def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]
-    click.echo(f"model written to {out}: test balanced accuracy {_cell(test['balanced_accuracy'], 0)}, "
-               f"melanoma AUC {_cell(test['melanoma_auc'], 0)}, alert threshold {card['alert_threshold']:.4f}, "
+    click.echo(f"model written to {out}: test balanced accuracy {cell(test['balanced_accuracy'], 0)}, "
+               f"melanoma AUC {cell(test['melanoma_auc'], 0)}, alert threshold {card['alert_threshold']:.4f}, "
                f"trained in {card['training']['seconds']:.0f} s")
     click.echo(f"weigh it against the serving model (trained with the same seed) with: melanoma compare "
                f"CHAMPION_DIR {out} {' '.join(data_dirs)}")
     click.echo(f"serve it with: melanoma models register {out} --promote")
-
-
-@click.command()
-@click.option("--now", is_flag=True, help="Queue a retraining for the training worker now.")
-@click.option("--wait", is_flag=True, help="Wait for it to end, then print the new version and the verdict.")
-@with_appcontext
-def retrain(now: bool, wait: bool):
-    """Retrain on RETRAIN_DATA_DIRS plus the hospitals' confirmed images, as the schedule does; the gate then
-    promotes the new model or rejects it (or leaves it a candidate where it has nothing to compare it on)."""
-    from flask import current_app
-
-    from models import AuditEvent, ModelVersion, db
-    from web.queue import RETRAIN, TRAINING_QUEUE
-
-    config = current_app.config
-    if not now:
-        folders = ", ".join(config["RETRAIN_DATA_DIRS"])
-        schedule = (f"beat retrains every {config['RETRAIN_EVERY_HOURS']:g} hours on {folders}" if folders
-                    else "no retraining is scheduled: RETRAIN_DATA_DIRS is not set")
-        raise click.UsageError(f"{schedule}; `melanoma retrain --now [--wait]` starts one now")
-    if not config["RETRAIN_DATA_DIRS"]:
-        raise click.ClickException("RETRAIN_DATA_DIRS is not set; point it at folders of class folders "
-                                   "(comma-separated)")
-    result = current_app.extensions["celery"].send_task(RETRAIN, queue=TRAINING_QUEUE, ignore_result=False)
-    click.echo(f"retraining queued (task {result.id}) for the training worker")
-    if not wait:
-        return
-    outcome = result.get(timeout=None, propagate=False, interval=2)
-    if result.failed():
-        raise click.ClickException(f"the retraining failed: {outcome!r}")
-    if outcome is None:
-        raise click.ClickException("skipped: another retraining is running")
-    db.session.expire_all()
-    version = db.session.get(ModelVersion, outcome)
-    card = version.card or {}
-    test = card.get("metrics", {}).get("test", {})
-    seconds = card.get("training", {}).get("seconds", 0)
-    click.echo(f"model {version.id} {version.label} registered, trained in {seconds:.0f} s: "
-               f"test melanoma AUC {_cell(test.get('melanoma_auc'), 0)}, "
-               f"balanced accuracy {_cell(test.get('balanced_accuracy'), 0)}")
-    verdict = db.session.scalars(db.select(AuditEvent).where(
-        AuditEvent.target == f"model:{version.id}", AuditEvent.action.in_(("model.compared", "model.not_compared")))
-        .order_by(AuditEvent.id.desc())).first()
-    if verdict is None:
-        click.echo("not compared: there was no champion")
-    elif verdict.action == "model.compared":
-        passes = verdict.details["passes_shipping_rule"]
-        failures = "; ".join(verdict.details["failures"])
-        click.echo("against the champion: " + ("passes the shipping rule" if passes
-                                                else f"does not pass the shipping rule: {failures}"))
-    gate = card.get("gate")
-    if gate:
-        for name, figures in gate["hospitals"].items():
-            champion_auc, challenger_auc = (figures[role]["melanoma AUC"] for role in ("champion", "challenger"))
-            click.echo(f"  {name}: {figures['images']} held-back images, {figures['melanomas']} melanomas; "
-                       f"melanoma AUC {_cell(champion_auc, 0)} -> {_cell(challenger_auc, 0)}")
-        reasons = "; ".join(gate["reasons"])
-        click.echo(f"gate: {gate['verdict']}" + (f" ({reasons})" if reasons else ""))

@@ -5,8 +5,9 @@ import logging
 from flask import current_app
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from models import Alert, Batch, Image, Prediction, db
+from models import Alert, AuditEvent, Batch, Image, Prediction, db
 from models.batch import ImageStatus
+from models.prediction import AlertStatus
 from web.queue import EXPLAIN_ALERT, EXPLAIN_QUEUE
 from web.storage import ImageStore
 from worker.classifier.choices import MELANOMA
@@ -135,18 +136,9 @@ def _classify(model, image_ids: list[int]) -> dict:
             to_predict.append(image)
     # The whole chunk as one array: INFERENCE_CHUNK_SIZE is the batch the model sees.
     probabilities = model.classifier.predict(arrays, batch_size=max(1, len(arrays)))
-    melanoma = model.class_names.index(MELANOMA)
     new_alerts = []
     for image, array, row in zip(to_predict, arrays, probabilities, strict=True):
-        quality = measure_quality(array)
-        prediction = Prediction(
-            image_id=image.id, model_version_id=model.version_id,
-            probabilities={name: round(float(p), 6) for name, p in zip(model.class_names, row, strict=True)},
-            predicted_class=model.class_names[int(row.argmax())],
-            melanoma_probability=float(row[melanoma]),
-            sharpness=quality.sharpness, quality_warning=quality_warning(quality, model.quality_limits),
-        )
-        db.session.add(prediction)
+        prediction = _prediction(model, image, array, row)
         if prediction.melanoma_probability >= model.alert_threshold:
             alert = Alert(prediction=prediction, hospital_id=image.hospital_id,
                           melanoma_probability=prediction.melanoma_probability, threshold=model.alert_threshold)
@@ -161,6 +153,63 @@ def _classify(model, image_ids: list[int]) -> dict:
         for alert in new_alerts:
             celery_app.send_task(EXPLAIN_ALERT, args=[alert.id], queue=EXPLAIN_QUEUE)
     return {"predicted": len(to_predict), "rejected": rejected, "alerts": len(new_alerts)}
+
+
+def _prediction(model, image: Image, array, row) -> Prediction:
+    """The model's prediction of the image from its decoded array and probabilities, added to the session."""
+    quality = measure_quality(array)
+    prediction = Prediction(
+        image_id=image.id, model_version_id=model.version_id,
+        probabilities={name: round(float(p), 6) for name, p in zip(model.class_names, row, strict=True)},
+        predicted_class=model.class_names[int(row.argmax())],
+        melanoma_probability=float(row[model.class_names.index(MELANOMA)]),
+        sharpness=quality.sharpness, quality_warning=quality_warning(quality, model.quality_limits),
+    )
+    db.session.add(prediction)
+    return prediction
+
+
+def rescore_alerts(alert_ids: list[int]) -> dict:
+    """Score the pictures of these open alerts with the champion, beside their earlier predictions (which stay):
+    each alert moves to the champion's prediction, with its probability and threshold, and its heatmap is drawn
+    again by it; an alert the champion scores under its threshold is dismissed. The audit trail keeps the
+    earlier figures. Alerts the champion already scored, or no longer open, are left as they are."""
+    model = serving_model()
+    alerts = [alert for alert in db.session.scalars(
+        db.select(Alert).where(Alert.id.in_(alert_ids), Alert.status == AlertStatus.OPEN).order_by(Alert.id))
+        if alert.prediction.model_version_id != model.version_id]
+    store = ImageStore(current_app.config["STORAGE_DIR"])
+    decoded = decode_images(store.read, [alert.prediction.image.storage_path for alert in alerts], model.input_size,
+                            current_app.config["IMAGE_FORMATS"], current_app.config["MAX_IMAGE_PIXELS"])
+    readable = [(alert, array) for alert, array in zip(alerts, decoded, strict=True)
+                if not isinstance(array, Exception)]
+    rows = model.classifier.predict([array for _, array in readable]) if readable else []
+    redraw, dismissed = [], 0
+    for (alert, array), row in zip(readable, rows, strict=True):
+        earlier = alert.prediction
+        prediction = db.session.scalar(db.select(Prediction).where(
+            Prediction.image_id == earlier.image_id, Prediction.model_version_id == model.version_id)) \
+            or _prediction(model, earlier.image, array, row)
+        if prediction.alert is not None:  # the same picture's alert from the champion exists already
+            alert.status = AlertStatus.DISMISSED
+        else:
+            alert.prediction = prediction
+            alert.melanoma_probability, alert.threshold = prediction.melanoma_probability, model.alert_threshold
+            alert.heatmap_path, alert.heatmap_attempts, alert.heatmap_error = None, 0, None
+            if prediction.melanoma_probability < model.alert_threshold:
+                alert.status = AlertStatus.DISMISSED
+            else:
+                redraw.append(alert)
+        dismissed += alert.status == AlertStatus.DISMISSED
+        AuditEvent.record("rescore", "alert.rescored", f"alert:{alert.id}", model=model.version_id,
+                          earlier_model=earlier.model_version_id, earlier_probability=earlier.melanoma_probability,
+                          probability=prediction.melanoma_probability, threshold=model.alert_threshold,
+                          status=alert.status)
+    db.session.commit()
+    celery_app = current_app.extensions["celery"]
+    for alert in redraw:
+        celery_app.send_task(EXPLAIN_ALERT, args=[alert.id], queue=EXPLAIN_QUEUE)
+    return {"rescored": len(readable), "dismissed": dismissed, "unreadable": len(alerts) - len(readable)}
 
 
 def explain_alert(alert_id: int, max_attempts: int = 3) -> str | None:

@@ -27,7 +27,9 @@ from web.queue import (
     EXPLAIN_QUEUE,
     INFERENCE_QUEUE,
     REQUEUE_STALE,
+    RESCORE_ALERTS,
     RETRAIN,
+    report_retrain_progress,
     send_classify,
     task_args_in_broker,
 )
@@ -107,6 +109,15 @@ def explain_alert(self, alert_id: int) -> str | None:
         raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error
 
 
+@shared_task(name=RESCORE_ALERTS, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
+def rescore_alerts(self, alert_ids: list[int]) -> dict:
+    try:
+        return inference.rescore_alerts(alert_ids)
+    except OUTAGES as error:
+        _forget_session()
+        raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error
+
+
 def _forget_session() -> None:
     """Drop the session's transaction on a connection that has gone; the pool reconnects on the next use."""
     try:
@@ -149,8 +160,8 @@ def requeue_stale() -> dict:
 
 # Not acks_late: a training run outlives the broker's visibility timeout and must not be redelivered.
 # Its result is kept (unlike other tasks'), so `melanoma retrain --now --wait` can say how it ended.
-@shared_task(name=RETRAIN, time_limit=RETRAIN_TIME_LIMIT, acks_late=False, ignore_result=False)
-def retrain() -> int | None:
+@shared_task(name=RETRAIN, bind=True, time_limit=RETRAIN_TIME_LIMIT, acks_late=False, ignore_result=False)
+def retrain(self) -> int | None:
     """Train a new model on the RETRAIN_DATA_DIRS folders plus the hospitals' confirmed images (less each
     hospital's held-back share), with the champion's recipe, register it, and let the gate (worker/gate.py)
     promote or reject it. One at a time: a run asked for while another holds the lock is skipped, and says so
@@ -161,7 +172,18 @@ def retrain() -> int | None:
                               reason="another retraining is running")
             db.session.commit()
             return None
-        return _retrain()
+        started = utcnow().isoformat(timespec="seconds")
+
+        def report(stage: str, **fields) -> None:
+            report_retrain_progress(current_app, task=self.request.id, started_at=started, stage=stage, **fields)
+
+        try:
+            version_id, verdict = _retrain(report)
+        except Exception as error:
+            report("failed", error=repr(error)[:500])
+            raise
+        report("done", model=version_id, verdict=verdict)
+        return version_id
 
 
 @contextlib.contextmanager
@@ -190,7 +212,8 @@ def _only_one_retraining():
             pass
 
 
-def _retrain() -> int:
+def _retrain(report) -> tuple[int, str | None]:
+    """(the new version's id, the gate's verdict); report(stage, **fields) tells how far it has got."""
     from models import ModelVersion
     from worker.classifier.artifacts import CARD_NAME
     from worker.classifier.training import recipe_defaults, train
@@ -208,6 +231,7 @@ def _retrain() -> int:
     # Trained under a name no one registers, renamed when complete: a run killed midway (out of memory, a
     # deploy) leaves a .partial folder, never a model folder with half its files.
     partial = out_dir.with_name(out_dir.name + PARTIAL)
+    report("exporting confirmed images")
     snapshot = export(Path(config["INSTANCE_DIR"]) / "snapshots" / out_dir.name, config["STORAGE_DIR"],
                       config["HOLDBACK_PERCENT"])
     champion = ModelVersion.champion()
@@ -217,20 +241,22 @@ def _retrain() -> int:
     weights = {row["source"]: config["CONFIRMED_IMAGE_WEIGHT"] for row in snapshot.training}
     # The confirmed images train whole, outside the split: the base folders' split stays the champion's, so
     # the two are compared on test images neither trained on.
+    recipe = recipe_defaults(backbone, epochs=training.get("epochs"),
+                             input_size=champion.input_size if champion else None,
+                             **{key: training.get(key) for key in ("augmentation", "style_mix", "colour", "loss")})
+    report("training", epoch=0, epochs=recipe["epochs"])
     train(data_dirs, partial, backbone=backbone, seed=training.get("seed", 0), verbose=0, source_weights=weights,
-          train_only_dirs=[snapshot.folder] if snapshot.training else None,
-          **recipe_defaults(backbone, epochs=training.get("epochs"),
-                            input_size=champion.input_size if champion else None,
-                            **{key: training.get(key)
-                               for key in ("augmentation", "style_mix", "colour", "loss")}))
+          train_only_dirs=[snapshot.folder] if snapshot.training else None, **recipe,
+          progress=lambda epoch, figures: report("training", epoch=epoch, epochs=recipe["epochs"], figures=figures))
     card = json.loads((partial / CARD_NAME).read_text())
     card["training"]["snapshot"] = snapshot.summary()
     (partial / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     partial.rename(out_dir)
     version = register_model(out_dir, promote=False, actor="schedule:retrain")
-    if champion is not None:
-        judge(champion, version, out_dir, data_dirs, snapshot)
-    return version.id
+    if champion is None:
+        return version.id, None
+    report("judging", model=version.id)
+    return version.id, judge(champion, version, out_dir, data_dirs, snapshot)
 
 
 def _remove_abandoned_runs(models_dir: Path) -> None:

@@ -7,6 +7,7 @@ metrics, training data hash, date), which the registry and the workers read.
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -29,6 +30,7 @@ from worker.classifier.network import calibrated, make_model
 from worker.classifier.quality import quality_limits
 from worker.classifier.torch_legacy import load_state_dict
 
+Progress = Callable[[int, dict[str, float]], None]  # (epoch, its figures)
 HEAD_EPOCHS = 4
 HEAD_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 3e-4
@@ -94,9 +96,11 @@ def logit_adjusted_loss(log_prior: np.ndarray):
 
 def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epoch: int, learning_rate: float,
          warmup_epochs: int, class_weight: dict, out_dir: Path, verbose: int,
-         log_prior: np.ndarray | None = None) -> dict[str, list[float]]:
+         log_prior: np.ndarray | None = None, progress: Progress | None = None,
+         epochs_before: int = 0) -> dict[str, list[float]]:
     """Train with a cosine schedule, keeping the weights of the epoch with the lowest validation loss; with
-    log_prior, by the logit-adjusted loss instead of class weights."""
+    log_prior, by the logit-adjusted loss instead of class weights. progress hears of each epoch's end (its
+    number counted from epochs_before) with its figures."""
     schedule = learning_rate_schedule(learning_rate, epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
     if log_prior is not None:
         loss, class_weight = logit_adjusted_loss(log_prior), None
@@ -104,10 +108,14 @@ def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epo
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.05)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss, metrics=["accuracy"])
     best_path = out_dir / "best.weights.h5"
+    callbacks = [keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
+                                                 save_weights_only=True)]
+    if progress is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: progress(
+            epochs_before + epoch + 1, {name: round(float(value), 4) for name, value in (logs or {}).items()})))
     history = model.fit(
         train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose, class_weight=class_weight,
-        callbacks=[keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
-                                                   save_weights_only=True)],
+        callbacks=callbacks,
     )
     model.load_weights(best_path)
     best_path.unlink()
@@ -119,7 +127,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
           style_mix: bool = False, colour: str = "shades-of-grey", loss: str = "class-weighted",
           source_weights: dict[str, int] | None = None, train_only_dirs: DataDirs | None = None,
-          verbose: int = 2) -> dict:
+          verbose: int = 2, progress: Progress | None = None) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card.
 
     source_weights: training images of these sources count this many times (repeated in the training split
@@ -128,7 +136,9 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
 
     train_only_dirs: folders audited with the others but trained on whole, outside the split (the confirmed
     images, whose held-back share is evaluated elsewhere): the split of data_dirs stays exactly what it is
-    without them, so a model trained without them can be compared on the same test images."""
+    without them, so a model trained without them can be compared on the same test images.
+
+    progress(epoch, figures): called at the end of every epoch (1 to epochs) with its loss and accuracies."""
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
     out_dir = Path(out_dir)
@@ -172,6 +182,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
         head_epochs = min(HEAD_EPOCHS, epochs)
         phases = [(head_epochs, HEAD_LEARNING_RATE, 0),
                   (epochs - head_epochs, FINE_TUNE_LEARNING_RATE, FINE_TUNE_WARMUP_EPOCHS)]
+    epochs_before = 0
     for phase, (phase_epochs, phase_rate, warmup_epochs) in enumerate(phases):
         if phase_epochs <= 0:
             continue
@@ -182,8 +193,10 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
                     layer.trainable = False
         steps_per_epoch = int(np.ceil(len(split.train) / batch_size))  # repeats included
         for name, values in _fit(model, train_ds, validation_ds, phase_epochs, steps_per_epoch, phase_rate,
-                                 warmup_epochs, class_weight, out_dir, verbose, log_prior).items():
+                                 warmup_epochs, class_weight, out_dir, verbose, log_prior, progress,
+                                 epochs_before).items():
             history.setdefault(name, []).extend(values)
+        epochs_before += phase_epochs
 
     melanoma = CLASS_NAMES.index(MELANOMA)
     raw_validation = model.predict(images["validation"].astype(np.float32), verbose=0)
