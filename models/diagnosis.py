@@ -17,6 +17,12 @@ DIAGNOSES = ("actinic keratosis", "basal cell carcinoma", "dermatofibroma", "mel
 METHODS = ("histopathology", "consensus", "follow-up", "clinical")
 
 
+def held_back(sha256: str, percent: int) -> bool:
+    """Whether a confirmed picture is held back from training, as its hospital's evaluation set: the same
+    answer for the same picture, in every hospital and every retraining."""
+    return int(sha256[:8], 16) % 100 < percent
+
+
 class ConfirmedDiagnosis(db.Model):
     __tablename__ = "confirmed_diagnoses"
 
@@ -47,3 +53,21 @@ class ConfirmedDiagnosis(db.Model):
     def newest(cls, image_ids: list[int]) -> dict[int, "ConfirmedDiagnosis"]:
         """The diagnosis that counts for each of these images that has one."""
         return {row.image_id: row for row in db.session.scalars(cls.counting(image_ids))}
+
+
+def confirmed_pictures(hospital_id: int | None = None) -> list[tuple["Image", str]]:  # noqa: F821
+    """(image, the diagnosis that counts) for every confirmed picture (of one hospital, or of all) that was
+    readable; a picture sent several times is one row, its first image."""
+    from models.batch import Image, ImageStatus
+
+    counting = ConfirmedDiagnosis.counting().subquery()
+    query = (db.select(Image, counting.c.diagnosis).join(counting, counting.c.image_id == Image.id)
+             .where(Image.status != ImageStatus.REJECTED).order_by(Image.id))
+    if hospital_id is not None:
+        query = query.where(Image.hospital_id == hospital_id)
+    pictures, seen = [], set()
+    for image, diagnosis in db.session.execute(query):
+        if image.sha256 not in seen:
+            seen.add(image.sha256)
+            pictures.append((image, diagnosis))
+    return pictures

@@ -65,6 +65,33 @@ def new_key(name: str):
     click.echo(_issue_key(name))
 
 
+@hospitals.command("reliability")
+@click.argument("name")
+def hospital_reliability(name: str):
+    """How the serving model has done on NAME's held-back confirmed images: sensitivity and specificity at its
+    threshold with 95 % intervals and counts, and a warning where melanomas are missed beyond the target."""
+    from models import Hospital, db
+    from web.reliability import reliability
+
+    hospital = db.session.scalar(db.select(Hospital).where(Hospital.name == name))
+    if hospital is None:
+        raise click.ClickException(f"no hospital named {name!r}")
+    figures = reliability(hospital)
+
+    def share(name: str, count: str) -> str:
+        if figures[name] is None:
+            return f"{name} not measured (no {count.replace('_', ' ')} scored)"
+        low, high = figures[f"{name}_interval_95"]
+        return f"{name} {figures[name]:.3f} (95 % {low:.3f}-{high:.3f}, {figures[count]} {count.replace('_', ' ')})"
+
+    click.echo(f"{name}: {figures['held_back_images']} held-back confirmed images, "
+               f"{figures['scored_by_this_model']} scored by {figures['model']} (threshold "
+               f"{figures['alert_threshold']:.4f}); {share('sensitivity', 'melanomas')}; "
+               f"{share('specificity', 'other_lesions')}")
+    if figures["warning"]:
+        click.echo(figures["warning"])
+
+
 @cli.group()
 def keys():
     """API keys: issue, list and revoke them."""

@@ -17,6 +17,7 @@ EXPLAIN_ALERT = "explain.alert_heatmap"
 REQUEUE_STALE = "maintenance.requeue_stale"
 RETRAIN = "training.retrain"
 RESCORE_ALERTS = "inference.rescore_alerts"
+SCORE_IMAGES = "inference.score_images"
 
 # What the running (or the last) retraining reported, as JSON: its stage, epoch of epochs, figures, outcome.
 RETRAIN_PROGRESS = "melanoma:retrain-progress"
@@ -67,10 +68,14 @@ def celery_init_app(app: Flask) -> Celery:
 
 def send_classify(app: Flask, image_ids: list[int]) -> None:
     """Queue the images for inference, in chunks the worker predicts as one array each."""
-    celery_app = app.extensions["celery"]
-    chunk = app.config["INFERENCE_CHUNK_SIZE"]
-    for start in range(0, len(image_ids), chunk):
-        celery_app.send_task(CLASSIFY_IMAGES, args=[image_ids[start:start + chunk]], queue=INFERENCE_QUEUE)
+    send_chunks(app, CLASSIFY_IMAGES, image_ids)
+
+
+def send_chunks(app: Flask, task_name: str, ids: list[int], keep_results: bool = False) -> list:
+    """Send an inference task for each INFERENCE_CHUNK_SIZE of ids; returns their AsyncResults."""
+    celery_app, chunk = app.extensions["celery"], app.config["INFERENCE_CHUNK_SIZE"]
+    return [celery_app.send_task(task_name, args=[ids[start:start + chunk]], queue=INFERENCE_QUEUE,
+                                 ignore_result=not keep_results) for start in range(0, len(ids), chunk)]
 
 
 def task_args_in_broker(celery_app: Celery, queue: str, task_name: str) -> list[list]:

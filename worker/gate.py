@@ -12,6 +12,7 @@ from flask import current_app
 
 from models import AuditEvent, ModelVersion, db
 from models.prediction import ModelStatus
+from web.queue import SCORE_IMAGES, send_chunks
 from web.storage import ImageStore
 from worker.classifier.comparison import SHIPPING_TOLERANCE, SPLIT_AUC, compare, compare_groups
 from worker.registry import resolve_path
@@ -77,4 +78,8 @@ def judge(champion: ModelVersion, version: ModelVersion, out_dir: Path, data_dir
         name: {key: figures[key] for key in ("images", "melanomas", "melanoma_auc_difference")}
         for name, figures in hospitals.items()})
     db.session.commit()
+    if outcome == PROMOTED:
+        # The inference workers, serving it from their next task, score the held-back images the hospitals'
+        # reliability is measured on (web/reliability.py).
+        send_chunks(current_app, SCORE_IMAGES, [row["image_id"] for row in snapshot.held_back])
     return outcome

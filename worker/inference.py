@@ -212,6 +212,26 @@ def rescore_alerts(alert_ids: list[int]) -> dict:
     return {"rescored": len(readable), "dismissed": dismissed, "unreadable": len(alerts) - len(readable)}
 
 
+def score_images(image_ids: list[int]) -> dict:
+    """Predictions by the champion of these images where it has none, raising no alert: the held-back
+    confirmed images a hospital's reliability is measured on (web/reliability.py), after a promotion."""
+    model = serving_model()
+    done = set(db.session.scalars(db.select(Prediction.image_id).where(
+        Prediction.image_id.in_(image_ids), Prediction.model_version_id == model.version_id)))
+    images = [image for image in db.session.scalars(db.select(Image).where(Image.id.in_(image_ids)).order_by(Image.id))
+              if image.id not in done]
+    store = ImageStore(current_app.config["STORAGE_DIR"])
+    decoded = decode_images(store.read, [image.storage_path for image in images], model.input_size,
+                            current_app.config["IMAGE_FORMATS"], current_app.config["MAX_IMAGE_PIXELS"])
+    readable = [(image, array) for image, array in zip(images, decoded, strict=True)
+                if not isinstance(array, Exception)]
+    rows = model.classifier.predict([array for _, array in readable]) if readable else []
+    for (image, array), row in zip(readable, rows, strict=True):
+        _prediction(model, image, array, row)
+    db.session.commit()
+    return {"scored": len(readable), "unreadable": len(images) - len(readable)}
+
+
 def explain_alert(alert_id: int, max_attempts: int = 3) -> str | None:
     """Draw and store the occlusion heatmap of an alert's image with the model that raised the alert; does
     nothing if it is already there, or once max_attempts deliveries have failed (the reason stays on the

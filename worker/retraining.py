@@ -9,8 +9,6 @@ from flask.cli import with_appcontext
 
 from worker.cli import cell
 
-RESCORE_CHUNK = 64
-
 
 def _progress_line(progress: dict) -> str:
     if progress["stage"] != "training" or not progress.get("epoch"):
@@ -98,32 +96,41 @@ def _print_outcome(version_id: int) -> None:
 
 @click.command()
 @click.option("--open-alerts", is_flag=True, help="Every open alert raised by a model other than the champion.")
+@click.option("--held-back", is_flag=True,
+              help="The hospitals' held-back confirmed images the champion has not scored (their reliability).")
 @click.option("--wait", is_flag=True, help="Wait for the inference workers, then print what changed.")
 @with_appcontext
-def rescore(open_alerts: bool, wait: bool):
+def rescore(open_alerts: bool, held_back: bool, wait: bool):
     """Score again, with the champion, the pictures of open alerts raised by earlier models (after a promotion).
     Their earlier predictions stay; each alert takes the champion's score, and one it scores under its threshold
     is dismissed (the audit trail keeps the earlier figures)."""
     from models import Alert, ModelVersion, Prediction, db
     from models.prediction import AlertStatus
-    from web.queue import INFERENCE_QUEUE, RESCORE_ALERTS
+    from web.queue import RESCORE_ALERTS, SCORE_IMAGES, send_chunks
+    from web.reliability import held_back_pictures
 
-    if not open_alerts:
-        raise click.UsageError("say what to re-score: --open-alerts")
+    if not (open_alerts or held_back):
+        raise click.UsageError("say what to re-score: --open-alerts, --held-back or both")
     champion = ModelVersion.champion()
     if champion is None:
         raise click.ClickException("no model serves yet")
-    ids = list(db.session.scalars(db.select(Alert.id).join(Prediction).where(
-        Alert.status == AlertStatus.OPEN, Prediction.model_version_id != champion.id).order_by(Alert.id)))
-    celery_app = current_app.extensions["celery"]
-    results = [celery_app.send_task(RESCORE_ALERTS, args=[ids[start:start + RESCORE_CHUNK]], queue=INFERENCE_QUEUE,
-                                    ignore_result=not wait) for start in range(0, len(ids), RESCORE_CHUNK)]
-    click.echo(f"{len(ids)} open alerts queued to be re-scored by {champion.label}")
+    results = {}
+    if held_back:
+        scored = set(db.session.scalars(db.select(Prediction.image_id).where(
+            Prediction.model_version_id == champion.id)))
+        ids = [image.id for image, _ in held_back_pictures() if image.id not in scored]
+        results["held-back images"] = send_chunks(current_app, SCORE_IMAGES, ids, keep_results=wait)
+        click.echo(f"{len(ids)} held-back confirmed images queued to be scored by {champion.label}")
+    if open_alerts:
+        ids = list(db.session.scalars(db.select(Alert.id).join(Prediction).where(
+            Alert.status == AlertStatus.OPEN, Prediction.model_version_id != champion.id).order_by(Alert.id)))
+        results["open alerts"] = send_chunks(current_app, RESCORE_ALERTS, ids, keep_results=wait)
+        click.echo(f"{len(ids)} open alerts queued to be re-scored by {champion.label}")
     if not wait:
         return
-    totals = {"rescored": 0, "dismissed": 0, "unreadable": 0}
-    for result in results:
-        for key, value in result.get(timeout=None, interval=1).items():
-            totals[key] += value
-    click.echo(f"re-scored {totals['rescored']}, of which {totals['dismissed']} fell under the threshold and were "
-               f"dismissed; {totals['unreadable']} could not be read")
+    for what, sent in results.items():
+        totals: dict[str, int] = {}
+        for result in sent:
+            for key, value in result.get(timeout=None, interval=1).items():
+                totals[key] = totals.get(key, 0) + value
+        click.echo(f"{what}: " + ", ".join(f"{key} {value}" for key, value in sorted(totals.items())))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from models import ConfirmedDiagnosis, Hospital, Image, db
-from models.batch import ImageStatus
+from models import Hospital, Image, db
+from models.diagnosis import confirmed_pictures, held_back
 from web.storage import ImageStore
 from worker.classifier.audit import METADATA
 from worker.classifier.choices import CLASS_NAMES
@@ -23,16 +23,11 @@ from worker.classifier.choices import CLASS_NAMES
 SUFFIXES = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png"}
 
 
-def held_back(sha256: str, percent: int) -> bool:
-    """The same answer for the same picture, in every hospital and every retraining."""
-    return int(sha256[:8], 16) % 100 < percent
-
-
 @dataclass
 class Snapshot:
     folder: Path
     training: list[dict] = field(default_factory=list)  # {"sha256", "label", "source"} a row
-    held_back: list[dict] = field(default_factory=list)  # the same, with "storage_path": the gate reads them
+    held_back: list[dict] = field(default_factory=list)  # the same, with "image_id" and "storage_path"
 
     @property
     def sha256(self) -> str:
@@ -47,20 +42,13 @@ class Snapshot:
 
 
 def confirmed_images(holdback_percent: int) -> tuple[list[tuple[Image, str, str]], list[tuple[Image, str, str]]]:
-    """(image, label, source) for every image whose newest confirmed diagnosis is a class: (training, held back).
-    A picture sent several times is one row (its first image)."""
-    counting = ConfirmedDiagnosis.counting().subquery()
-    rows = db.session.execute(
-        db.select(Image, counting.c.diagnosis, Hospital.name)
-        .join(counting, counting.c.image_id == Image.id).join(Hospital, Hospital.id == Image.hospital_id)
-        .where(Image.status != ImageStatus.REJECTED, counting.c.diagnosis.in_(CLASS_NAMES))
-        .order_by(Image.id)).all()
-    training, back, seen = [], [], set()
-    for image, label, hospital in rows:
-        if image.sha256 in seen:
-            continue
-        seen.add(image.sha256)
-        (back if held_back(image.sha256, holdback_percent) else training).append((image, label, f"hospital:{hospital}"))
+    """(image, label, source) for every confirmed picture whose diagnosis is a class: (training, held back)."""
+    names = dict(db.session.execute(db.select(Hospital.id, Hospital.name)).all())
+    training, back = [], []
+    for image, label in confirmed_pictures():
+        if label in CLASS_NAMES:
+            side = back if held_back(image.sha256, holdback_percent) else training
+            side.append((image, label, f"hospital:{names[image.hospital_id]}"))
     return training, back
 
 
@@ -85,6 +73,6 @@ def export(folder: Path, storage_dir: str, holdback_percent: int) -> Snapshot:
         writer.writerow([image.sha256, image.sha256, source])
         snapshot.training.append({"sha256": image.sha256, "label": label, "source": source})
     (folder / METADATA).write_text(metadata.getvalue())
-    snapshot.held_back = [{"sha256": image.sha256, "label": label, "source": source,
+    snapshot.held_back = [{"sha256": image.sha256, "label": label, "source": source, "image_id": image.id,
                            "storage_path": image.storage_path} for image, label, source in back]
     return snapshot

@@ -29,6 +29,7 @@ from web.queue import (
     REQUEUE_STALE,
     RESCORE_ALERTS,
     RETRAIN,
+    SCORE_IMAGES,
     report_retrain_progress,
     send_classify,
     task_args_in_broker,
@@ -113,6 +114,15 @@ def explain_alert(self, alert_id: int) -> str | None:
 def rescore_alerts(self, alert_ids: list[int]) -> dict:
     try:
         return inference.rescore_alerts(alert_ids)
+    except OUTAGES as error:
+        _forget_session()
+        raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error
+
+
+@shared_task(name=SCORE_IMAGES, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
+def score_images(self, image_ids: list[int]) -> dict:
+    try:
+        return inference.score_images(image_ids)
     except OUTAGES as error:
         _forget_session()
         raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error

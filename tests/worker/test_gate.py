@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
 from models import AuditEvent, ModelVersion, db
@@ -12,11 +13,13 @@ from models.prediction import ModelStatus
 from tests.conftest import make_hospital
 from web import diagnoses
 from web.ingest import Upload, create_batch
-from web.queue import RETRAIN
+from web.queue import INFERENCE_QUEUE, RETRAIN, SCORE_IMAGES, retrain_progress, task_args_in_broker
+from web.reliability import reliability
+from worker import inference
 from worker.gate import PROMOTED, REJECTED, UNDECIDED, verdict
 from worker.registry import register_model
 
-RECIPE = {"epochs": 6, "seed": 1, "input_size": 32, "batch_size": 16, "backbone": "small", "verbose": 0}
+RECIPE = {"epochs": 20, "seed": 1, "input_size": 32, "batch_size": 16, "backbone": "small", "verbose": 0}
 
 
 def _picture(rng, melanoma: bool) -> bytes:
@@ -60,7 +63,7 @@ def _folder(path, seed: int, count: int, swapped: bool = False, source: str | No
 
 @pytest.fixture(scope="module")
 def pattern_base(tmp_path_factory):
-    return _folder(tmp_path_factory.mktemp("pattern") / "base", seed=5, count=16)
+    return _folder(tmp_path_factory.mktemp("pattern") / "base", seed=5, count=30)
 
 
 def _hospital_with_confirmed_images(swapped: bool):
@@ -78,6 +81,7 @@ def _hospital_with_confirmed_images(swapped: bool):
 def _retrain(app, champion_dir, base):
     import worker.tasks  # noqa: F401  (registers the tasks on this app)
 
+    redis.Redis.from_url(app.config["REDIS_URL"]).flushdb()  # this test's broker: no one else's messages
     champion = register_model(champion_dir, promote=True)
     app.config.update(RETRAIN_DATA_DIRS=[str(base)], HOLDBACK_PERCENT=30, CONFIRMED_IMAGE_WEIGHT=10,
                       GATE_MIN_MELANOMAS=3)
@@ -90,7 +94,11 @@ def test_a_challenger_trained_on_swapped_labels_is_rejected_and_the_champion_kee
         app, pattern_base, tmp_path):
     from worker.classifier.training import train
 
-    train(pattern_base, tmp_path / "champion", **RECIPE)
+    epochs = []
+    train(pattern_base, tmp_path / "champion", progress=lambda epoch, figures: epochs.append((epoch, figures)),
+          **RECIPE)
+    assert [epoch for epoch, _ in epochs] == list(range(1, RECIPE["epochs"] + 1))
+    assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(epochs[-1][1])
     hospital = _hospital_with_confirmed_images(swapped=True)
     champion, new = _retrain(app, tmp_path / "champion", pattern_base)
     assert new.status == ModelStatus.REJECTED and ModelVersion.champion().id == champion.id, new.card["gate"]
@@ -123,6 +131,16 @@ def test_a_better_challenger_is_promoted_and_served_at_the_next_task(app, patter
     assert serving_model().version_id == new.id
     assert db.session.scalar(db.select(AuditEvent).where(AuditEvent.action == "model.promoted",
                                                          AuditEvent.actor == "schedule:retrain"))
+    progress = retrain_progress(app)
+    assert (progress["stage"], progress["model"], progress["verdict"]) == ("done", new.id, PROMOTED)
+    # The held-back images go to the inference workers, to be scored by the new champion: its reliability.
+    sent = task_args_in_broker(app.extensions["celery"], INFERENCE_QUEUE, SCORE_IMAGES)
+    held_back_ids = sorted(image_id for args in sent for image_id in args[0])
+    assert len(held_back_ids) == held["images"]
+    assert inference.score_images(held_back_ids) == {"scored": held["images"], "unreadable": 0}
+    measured = reliability(hospital)
+    assert measured["scored_by_this_model"] == measured["held_back_images"] == held["images"]
+    assert measured["melanomas"] == held["melanomas"]
 
 
 def _report(failures: list[str]) -> dict:

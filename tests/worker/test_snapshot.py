@@ -9,12 +9,13 @@ import pytest
 import redis
 
 from models import AuditEvent, ModelVersion, db
+from models.diagnosis import held_back
 from tests.conftest import dataset_images, make_hospital
 from web import diagnoses
 from web.ingest import Upload, create_batch
 from web.queue import RETRAIN
 from worker.registry import register_model
-from worker.snapshot import export, held_back
+from worker.snapshot import export
 from worker.tasks import RETRAIN_LOCK
 
 

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from web.api import diagnoses, errors, routes  # noqa: E402,F401  (registers the handlers on bp)
+from web.api import diagnoses, errors, reliability, routes  # noqa: E402,F401  (registers the handlers on bp)

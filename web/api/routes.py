@@ -10,6 +10,7 @@ from web.api import bp
 from web.api.auth import require_api_key
 from web.api.errors import ApiError
 from web.ingest import IdempotencyConflict, Upload, create_batch
+from web.reliability import reliability
 from web.results import result_row, to_csv
 from web.storage import ImageStore
 
@@ -104,7 +105,7 @@ def list_batches():
 @bp.get("/batches/<int:batch_id>")
 @require_api_key
 def get_batch(batch_id: int):
-    return batch_json(_own_batch(batch_id))
+    return {**batch_json(_own_batch(batch_id)), "reliability_warning": reliability(g.hospital)["warning"]}
 
 
 def batch_results(batch: Batch) -> list[dict]:
@@ -125,7 +126,9 @@ def batch_results(batch: Batch) -> list[dict]:
             filename=image.filename, status=image.status, sha256=image.sha256,
             predicted_class=prediction.predicted_class if prediction else None,
             melanoma_probability=prediction.melanoma_probability if prediction else None,
-            alert=prediction is not None and prediction.alert is not None,
+            # An alert of an earlier prediction stays the image's alert until it is closed.
+            alert=any(earlier.alert is not None and earlier.alert.status != AlertStatus.DISMISSED
+                      for earlier in image.predictions),
             quality_warning=prediction.quality_warning if prediction else None,
             rejection_reason=image.rejection_reason,
             model_version=prediction.model_version.label if prediction else None, image_id=image.id,
@@ -145,7 +148,8 @@ def get_results(batch_id: int):
                         headers={"Content-Disposition": f"attachment; filename=batch-{batch.id}-results.csv"})
     if result_format != "json":
         raise ApiError(400, f"unknown format {result_format!r}; use json or csv")
-    return {"batch": batch_json(batch), "results": rows}
+    return {"batch": {**batch_json(batch), "reliability_warning": reliability(g.hospital)["warning"]},
+            "results": rows}
 
 
 @bp.get("/alerts")
