@@ -30,11 +30,13 @@ def pick_images(count: int, offset: int) -> list[Path]:
 
 
 @contextlib.contextmanager
-def running_system(hospitals: int = 1, database_url: str = "", redis_url: str = "") -> Iterator[tuple[str, list[str]]]:
-    """Yields (server URL, one API key per hospital) while `melanoma serve` runs; stops it afterwards."""
-    instance = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
+def running_system(hospitals: int = 1, database_url: str = "", redis_url: str = "", settings: dict | None = None,
+                   instance: Path | None = None) -> Iterator[tuple[str, list[str]]]:
+    """Yields (server URL, one API key per hospital) while `melanoma serve` runs, in the instance folder given
+    (or a new one) with these settings (environment variables); stops it afterwards."""
+    instance = instance or Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"MELANOMA_INSTANCE": str(instance), "PYTHONUNBUFFERED": "1"})
+    env.update({"MELANOMA_INSTANCE": str(instance), "PYTHONUNBUFFERED": "1", **(settings or {})})
     if database_url:
         env["DATABASE_URL"] = database_url
         env.setdefault("SECRET_KEY", secrets.token_hex(32))  # required outside the embedded run

@@ -169,6 +169,16 @@ def _prediction(model, image: Image, array, row) -> Prediction:
     return prediction
 
 
+def _scores(model, items: list, storage_path) -> list[tuple]:
+    """(item, decoded array, probabilities) for each item whose stored picture (storage_path(item)) decodes."""
+    store = ImageStore(current_app.config["STORAGE_DIR"])
+    decoded = decode_images(store.read, [storage_path(item) for item in items], model.input_size,
+                            current_app.config["IMAGE_FORMATS"], current_app.config["MAX_IMAGE_PIXELS"])
+    readable = [(item, array) for item, array in zip(items, decoded, strict=True) if not isinstance(array, Exception)]
+    rows = model.classifier.predict([array for _, array in readable]) if readable else []
+    return [(item, array, row) for (item, array), row in zip(readable, rows, strict=True)]
+
+
 def rescore_alerts(alert_ids: list[int]) -> dict:
     """Score the pictures of these open alerts with the champion, beside their earlier predictions (which stay):
     each alert moves to the champion's prediction, with its probability and threshold, and its heatmap is drawn
@@ -178,14 +188,9 @@ def rescore_alerts(alert_ids: list[int]) -> dict:
     alerts = [alert for alert in db.session.scalars(
         db.select(Alert).where(Alert.id.in_(alert_ids), Alert.status == AlertStatus.OPEN).order_by(Alert.id))
         if alert.prediction.model_version_id != model.version_id]
-    store = ImageStore(current_app.config["STORAGE_DIR"])
-    decoded = decode_images(store.read, [alert.prediction.image.storage_path for alert in alerts], model.input_size,
-                            current_app.config["IMAGE_FORMATS"], current_app.config["MAX_IMAGE_PIXELS"])
-    readable = [(alert, array) for alert, array in zip(alerts, decoded, strict=True)
-                if not isinstance(array, Exception)]
-    rows = model.classifier.predict([array for _, array in readable]) if readable else []
+    readable = _scores(model, alerts, lambda alert: alert.prediction.image.storage_path)
     redraw, dismissed = [], 0
-    for (alert, array), row in zip(readable, rows, strict=True):
+    for alert, array, row in readable:
         earlier = alert.prediction
         prediction = db.session.scalar(db.select(Prediction).where(
             Prediction.image_id == earlier.image_id, Prediction.model_version_id == model.version_id)) \
@@ -220,13 +225,8 @@ def score_images(image_ids: list[int]) -> dict:
         Prediction.image_id.in_(image_ids), Prediction.model_version_id == model.version_id)))
     images = [image for image in db.session.scalars(db.select(Image).where(Image.id.in_(image_ids)).order_by(Image.id))
               if image.id not in done]
-    store = ImageStore(current_app.config["STORAGE_DIR"])
-    decoded = decode_images(store.read, [image.storage_path for image in images], model.input_size,
-                            current_app.config["IMAGE_FORMATS"], current_app.config["MAX_IMAGE_PIXELS"])
-    readable = [(image, array) for image, array in zip(images, decoded, strict=True)
-                if not isinstance(array, Exception)]
-    rows = model.classifier.predict([array for _, array in readable]) if readable else []
-    for (image, array), row in zip(readable, rows, strict=True):
+    readable = _scores(model, images, lambda image: image.storage_path)
+    for image, array, row in readable:
         _prediction(model, image, array, row)
     db.session.commit()
     return {"scored": len(readable), "unreadable": len(images) - len(readable)}
