@@ -32,7 +32,7 @@ def retrain(now: bool, wait: bool, status: bool):
         progress = retrain_progress(current_app)
         if progress is None:
             raise click.ClickException("no retraining has reported in the last week")
-        click.echo(f"retraining {progress['task']} (started {progress['started_at']} UTC): "
+        click.echo(f"retraining {progress['task']} (started {progress['started_at']}): "
                    + _progress_line(progress) + "".join(f", {key} {progress[key]}" for key in
                                                         ("model", "verdict", "error") if progress.get(key)))
         return

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from models import AuditEvent, ModelVersion, db
+from tests.conftest import make_hospital
+from web.cli import cli
 from web.queue import RETRAIN
 from worker.gate import PROMOTED, REJECTED, UNDECIDED
 from worker.registry import register_model, resolve_path
 
 
-def test_retrain_registers_a_new_model_and_the_comparison_decides_whether_it_serves(app, tiny_dataset, tiny_model,
-                                                                                   tmp_path):
+def test_retrain_registers_a_new_model_and_the_comparison_decides_whether_it_serves(app, client, tiny_dataset,
+                                                                                   tiny_model, tmp_path):
     import worker.tasks  # noqa: F401  (registers the tasks on this app)
     from worker.classifier.comparison import compare, comparison_path
 
@@ -53,6 +55,12 @@ def test_retrain_registers_a_new_model_and_the_comparison_decides_whether_it_ser
     passes = expected["shipping_rule"]["passes"]
     assert new.card["gate"]["verdict"] == (PROMOTED if passes else REJECTED) and new.card["gate"]["hospitals"] == {}
     assert ModelVersion.champion().id == (new.id if passes else champion.id)
+    # How it ended, for `retrain --status` and the API.
+    status = app.test_cli_runner().invoke(cli, ["retrain", "--status"])
+    assert status.exit_code == 0 and f"done, model {new_id}, verdict {new.card['gate']['verdict']}" in status.output
+    _, key = make_hospital()
+    progress = client.get("/api/v1/retraining", headers={"X-API-Key": key}).get_json()["retraining"]
+    assert (progress["stage"], progress["model"]) == ("done", new_id)
     assert event.details == {
         "champion": champion.id, "passes_shipping_rule": expected["shipping_rule"]["passes"],
         "failures": expected["shipping_rule"]["failures"],
