@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import MELANOMA_CLI, ROOT, dataset_images
+from web.serve import free_port
 
 
 def _children(process: subprocess.Popen, word: str) -> list[psutil.Process]:
@@ -47,7 +48,7 @@ def test_serve_runs_the_system_on_embedded_defaults_and_restarts_a_dead_worker(t
     created = subprocess.run([*MELANOMA_CLI, "hospitals", "create", "First Try"], cwd=ROOT, env=env, check=True,
                              capture_output=True, text=True)
     key = created.stdout.strip().splitlines()[-1]
-    port = 5400 + os.getpid() % 500
+    port = free_port()  # not a port derived from the pid: 5400 + pid % 500 once came out as PostgreSQL's 5432
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         serve = subprocess.Popen([*MELANOMA_CLI, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log,

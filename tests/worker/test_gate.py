@@ -61,6 +61,12 @@ def _folder(path, seed: int, count: int, swapped: bool = False, source: str | No
     return path
 
 
+@pytest.fixture
+def backend():
+    """PostgreSQL only: each test trains two tiny models, and nothing here differs between the databases."""
+    return "postgresql"
+
+
 @pytest.fixture(scope="module")
 def pattern_base(tmp_path_factory):
     return _folder(tmp_path_factory.mktemp("pattern") / "base", seed=5, count=30)

@@ -135,3 +135,46 @@ def test_retrain_now_and_wait_runs_on_a_real_training_worker_and_prints_the_outc
             db.session.remove()
             empty_tables()  # this test ran without the app fixture, which empties them after each test
             db.engine.dispose()
+
+
+@pytest.mark.slow
+def test_beat_retrains_on_its_schedule_and_registers_the_result(backend_settings, tiny_dataset, tiny_model, tmp_path):
+    import sys
+    import time
+
+    from tests.conftest import ROOT, WorkerProcess, empty_tables, worker_env
+    from web import create_app
+    from web.queue import TRAINING_QUEUE
+
+    settings = {**backend_settings["postgresql"], "INSTANCE_DIR": str(tmp_path / "instance")}
+    app = create_app(settings)
+    with app.app_context():
+        register_model(tiny_model[0], promote=True)
+        db.engine.dispose()
+    # Every 9 seconds, so the first run comes soon after beat starts.
+    env = {"RETRAIN_DATA_DIRS": str(tiny_dataset), "RETRAIN_EVERY_HOURS": "0.0025"}
+    trainer = WorkerProcess(settings, tmp_path / "trainer.log", queues=TRAINING_QUEUE, env=env)
+    beat_log = open(tmp_path / "beat.log", "wb")
+    beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
+                             "--schedule", str(tmp_path / "beat-schedule")], cwd=ROOT,
+                            env={**worker_env(settings), **env}, stdout=beat_log, stderr=subprocess.STDOUT)
+    try:
+        with app.app_context():
+            deadline = time.monotonic() + 400
+            while db.session.scalar(db.select(db.func.count(ModelVersion.id))) < 2:
+                assert time.monotonic() < deadline, trainer.output()[-3000:]
+                assert beat.poll() is None, (tmp_path / "beat.log").read_text()[-3000:]
+                time.sleep(2)
+                db.session.remove()
+            registered = db.session.scalar(db.select(AuditEvent).where(
+                AuditEvent.action == "model.registered", AuditEvent.actor == "schedule:retrain"))
+            assert registered is not None
+    finally:
+        beat.terminate()
+        beat.wait(timeout=30)
+        beat_log.close()
+        trainer.stop()
+        with app.app_context():
+            db.session.remove()
+            empty_tables()
+            db.engine.dispose()
