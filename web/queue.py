@@ -111,5 +111,9 @@ def retrain_progress(app: Flask) -> dict | None:
 
 
 def report_retrain_progress(app: Flask, **fields) -> None:
-    redis.Redis.from_url(app.config["REDIS_URL"]).set(RETRAIN_PROGRESS, json.dumps(fields),
-                                                      ex=timedelta(days=RETRAIN_PROGRESS_DAYS))
+    """Best effort: a Redis away for a moment must not stop an hour of training."""
+    try:
+        redis.Redis.from_url(app.config["REDIS_URL"]).set(RETRAIN_PROGRESS, json.dumps(fields),
+                                                          ex=timedelta(days=RETRAIN_PROGRESS_DAYS))
+    except redis.exceptions.RedisError as error:
+        app.logger.warning("could not report the retraining's progress: %s", error)
