@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models import db
-from web.queue import INFERENCE_QUEUE
+from web.queue import INFERENCE_QUEUE, consumers
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ def _ping_redis() -> None:
 
 
 def _inference_worker() -> str | None:
-    """Asks the workers (a broadcast over Redis, one second for the answers) which queues they consume."""
-    replies = current_app.extensions["celery"].control.inspect(timeout=1.0).active_queues() or {}
-    consuming = [name for name, queues in replies.items() if any(q["name"] == INFERENCE_QUEUE for q in queues)]
+    consuming = consumers(current_app.extensions["celery"], INFERENCE_QUEUE)
     return None if consuming else f"no worker is consuming the {INFERENCE_QUEUE!r} queue"
 
 

@@ -104,6 +104,12 @@ def task_args_in_broker(celery_app: Celery, queue: str, task_name: str) -> list[
     return found
 
 
+def consumers(celery_app: Celery, queue: str) -> list[str]:
+    """The workers consuming this queue now: a broadcast over the broker, one second for the answers."""
+    replies = celery_app.control.inspect(timeout=1.0).active_queues() or {}
+    return sorted(name for name, queues in replies.items() if any(q["name"] == queue for q in queues))
+
+
 def retrain_progress(app: Flask) -> dict | None:
     """The last retraining's report (RETRAIN_PROGRESS), or None where none has run for a week."""
     raw = redis.Redis.from_url(app.config["REDIS_URL"]).get(RETRAIN_PROGRESS)

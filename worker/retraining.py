@@ -9,6 +9,8 @@ from flask.cli import with_appcontext
 
 from worker.cli import cell
 
+WORKER_GRACE_SECONDS = 60
+
 
 def _progress_line(progress: dict) -> str:
     if progress["stage"] != "training" or not progress.get("epoch"):
@@ -25,7 +27,7 @@ def _progress_line(progress: dict) -> str:
 def retrain(now: bool, wait: bool, status: bool):
     """Retrain on RETRAIN_DATA_DIRS plus the hospitals' confirmed images, as the schedule does; the gate then
     promotes the new model or rejects it (or leaves it a candidate where it has nothing to compare it on)."""
-    from web.queue import RETRAIN, TRAINING_QUEUE, retrain_progress
+    from web.queue import RETRAIN, TRAINING_QUEUE, consumers, retrain_progress
 
     config = current_app.config
     if status:
@@ -44,8 +46,20 @@ def retrain(now: bool, wait: bool, status: bool):
     if not config["RETRAIN_DATA_DIRS"]:
         raise click.ClickException("RETRAIN_DATA_DIRS is not set; point it at folders of class folders "
                                    "(comma-separated)")
-    result = current_app.extensions["celery"].send_task(RETRAIN, queue=TRAINING_QUEUE, ignore_result=False)
+    celery_app = current_app.extensions["celery"]
+    result = celery_app.send_task(RETRAIN, queue=TRAINING_QUEUE, ignore_result=False)
     click.echo(f"retraining queued (task {result.id}) for the training worker")
+    # A worker that is starting answers within a minute; --wait never waits on a queue nobody reads.
+    deadline = time.monotonic() + (WORKER_GRACE_SECONDS if wait else 0)
+    while not consumers(celery_app, TRAINING_QUEUE):
+        if time.monotonic() >= deadline:
+            message = (f"no worker consumes the {TRAINING_QUEUE!r} queue now; the retraining runs when one starts "
+                       f"(`celery -A worker worker --queues {TRAINING_QUEUE}`, or `melanoma serve`)")
+            if wait:
+                raise click.ClickException(message)
+            click.echo(message)
+            break
+        time.sleep(2)
     if not wait:
         return
     shown = None

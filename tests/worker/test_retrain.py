@@ -90,3 +90,14 @@ def test_retrain_without_a_data_folder_says_what_to_set(app):
     app.config["RETRAIN_DATA_DIRS"] = []
     with pytest.raises(ValueError, match="RETRAIN_DATA_DIRS"):
         app.extensions["celery"].tasks[RETRAIN].apply().get()
+
+
+def test_retrain_now_says_when_no_training_worker_reads_the_queue(app, tiny_dataset, monkeypatch):
+    from worker import retraining
+
+    app.config["RETRAIN_DATA_DIRS"] = [str(tiny_dataset)]  # this test's broker has no worker at all
+    queued = app.test_cli_runner().invoke(cli, ["retrain", "--now"])
+    assert queued.exit_code == 0 and "no worker consumes the 'training' queue now" in queued.output
+    monkeypatch.setattr(retraining, "WORKER_GRACE_SECONDS", 0)  # instead of a minute's grace for one starting
+    waited = app.test_cli_runner().invoke(cli, ["retrain", "--now", "--wait"])
+    assert waited.exit_code == 1 and "no worker consumes the 'training' queue now" in waited.output
