@@ -126,16 +126,18 @@ def read_metadata(folder: Path) -> dict[str, dict[str, str]]:
         return {row["image_id"]: row for row in reader}
 
 
-def scan(data_dirs: DataDirs, class_names: tuple[str, ...] | None = None) -> tuple[list[AuditedImage], list[dict]]:
+def scan(data_dirs: DataDirs, class_names: tuple[str, ...] | None = None,
+         every_class: bool = True) -> tuple[list[AuditedImage], list[dict]]:
     """Hash every image under each DATA_DIR/<class>/; returns the images and the files that would not open.
 
     An image's source and lesion come from the folder's metadata.csv where it has one (columns source and
     lesion_id), otherwise from the ISIC identifier rule (source) and the image itself (its own lesion). A
-    folder may lack a class another folder has; a class that no folder has is an error."""
+    folder may lack a class another folder has; a class that no folder has is an error where every_class (to
+    train, every class needs images; a hospital's collection to be scored on may lack the rare ones)."""
     folders = data_folders(data_dirs)
     names = class_names or tuple(sorted({p.name for folder in folders for p in folder.iterdir() if p.is_dir()}))
     missing = [name for name in names if not any((folder / name).is_dir() for folder in folders)]
-    if missing:
+    if missing and every_class:
         where = folders[0] if len(folders) == 1 else ", ".join(map(str, folders))
         raise ValueError(f"{where} has no folder for classes {missing}; expected one folder per class")
     images, unreadable = [], []
@@ -186,13 +188,13 @@ def _group(images: list[AuditedImage]) -> None:
 
 
 def audit(data_dirs: DataDirs, class_names: tuple[str, ...] | None = None,
-          against: str | Path | None = None) -> tuple[list[AuditedImage], AuditReport]:
+          against: str | Path | None = None, every_class: bool = True) -> tuple[list[AuditedImage], AuditReport]:
     """Audit a class-folder dataset; returns one kept image per clean duplicate group, and the report.
 
     Groups whose members carry two labels are excluded whole; other groups keep their first member, so
     no picture can sit on both sides of a split later.
     """
-    images, unreadable = scan(data_dirs, class_names)
+    images, unreadable = scan(data_dirs, class_names, every_class)
     _group(images)
     groups: dict[int, list[AuditedImage]] = defaultdict(list)
     for image in images:

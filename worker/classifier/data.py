@@ -34,11 +34,12 @@ class Split:
     test: list[Example]
 
 
-def list_examples(data_dirs: DataDirs, class_names: tuple[str, ...]) -> tuple[list[Example], AuditReport]:
+def list_examples(data_dirs: DataDirs, class_names: tuple[str, ...],
+                  every_class: bool = True) -> tuple[list[Example], AuditReport]:
     """Audit DATA_DIR/<class name>/ (one folder or several, together) and list what may be trained on:
     conflicting labels excluded, exact and near duplicates collapsed to one image, so no picture can land on
     both sides of the split."""
-    kept, report = audit(data_dirs, class_names)
+    kept, report = audit(data_dirs, class_names, every_class=every_class)
     index = {name: label for label, name in enumerate(class_names)}
     return [Example(image.path, index[image.label], image.sha256, image.source, image.lesion)
             for image in kept], report

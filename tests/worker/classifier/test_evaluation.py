@@ -51,6 +51,20 @@ def test_evaluate_swaps_the_sources_colours_where_file_names_tell_two_sources(ti
         swapped["intervals_95"]["melanoma_auc"][1]
 
 
+def test_a_hospitals_collection_without_its_rare_classes_is_scored_whole(tiny_model, tiny_dataset, tmp_path):
+    import shutil
+
+    from worker.classifier.evaluation import evaluate
+
+    model_dir, _ = tiny_model
+    collection = tmp_path / "hospital"
+    for name in ("melanoma", "nevus"):  # two class folders of the nine
+        shutil.copytree(tiny_dataset / name, collection / name)
+    report = evaluate(model_dir, collection, split="all", out_dir=tmp_path / "evaluation", perturb=False)
+    assert report["overall"]["confusion_matrix"] and 0.0 <= report["overall"]["melanoma_auc"] <= 1.0
+    assert sum(map(sum, report["overall"]["confusion_matrix"])) == 4 + 5 - 2  # a picture under both is dropped
+
+
 def test_evaluate_refuses_a_test_split_of_data_the_model_never_saw(tiny_model, tmp_path):
     from worker.classifier.evaluation import evaluate
 
