@@ -100,32 +100,29 @@ def classify_images(self, image_ids: list[int]) -> dict:
         return {"failed": len(image_ids)}
 
 
+def _through_outages(task, work, *args):
+    """work(*args), the task coming back (about half an hour of tries) while the database is away."""
+    try:
+        return work(*args)
+    except OUTAGES as error:
+        _forget_session()
+        raise task.retry(countdown=_outage_countdown(task.request.retries), max_retries=OUTAGE_RETRIES) from error
+
+
 @shared_task(name=EXPLAIN_ALERT, bind=True, time_limit=300, max_retries=3, autoretry_for=(OSError,),
              retry_backoff=True)
 def explain_alert(self, alert_id: int) -> str | None:
-    try:
-        return inference.explain_alert(alert_id, current_app.config["MAX_ATTEMPTS"])
-    except OUTAGES as error:
-        _forget_session()
-        raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error
+    return _through_outages(self, inference.explain_alert, alert_id, current_app.config["MAX_ATTEMPTS"])
 
 
 @shared_task(name=RESCORE_ALERTS, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
 def rescore_alerts(self, alert_ids: list[int]) -> dict:
-    try:
-        return inference.rescore_alerts(alert_ids)
-    except OUTAGES as error:
-        _forget_session()
-        raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error
+    return _through_outages(self, inference.rescore_alerts, alert_ids)
 
 
 @shared_task(name=SCORE_IMAGES, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
 def score_images(self, image_ids: list[int]) -> dict:
-    try:
-        return inference.score_images(image_ids)
-    except OUTAGES as error:
-        _forget_session()
-        raise self.retry(countdown=_outage_countdown(self.request.retries), max_retries=OUTAGE_RETRIES) from error
+    return _through_outages(self, inference.score_images, image_ids)
 
 
 def _forget_session() -> None:
