@@ -80,7 +80,9 @@ class Config:
     CONFIRMED_IMAGE_WEIGHT = int(os.environ.get("CONFIRMED_IMAGE_WEIGHT", "3"))
     # The gate refuses a retrained model that loses on a hospital with at least this many held-back melanomas.
     GATE_MIN_MELANOMAS = int(os.environ.get("GATE_MIN_MELANOMAS", "10"))
-    RETRAIN_EVERY_HOURS = float(os.environ.get("RETRAIN_EVERY_HOURS", "168"))
+    # When beat retrains: a cron expression in UTC (minute hour day-of-month month day-of-week; the default is
+    # Sundays at 03:00), or a number of hours between runs.
+    RETRAIN_SCHEDULE = os.environ.get("RETRAIN_SCHEDULE", "0 3 * * 0")
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # Celery's settings (broker and result backend are REDIS_URL; queues and routes follow the task names in
     # web/queue.py). Override one with CELERY_<NAME>, or with {"CELERY": {...}} given to create_app.

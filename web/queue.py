@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import redis
 from celery import Celery, Task
+from celery.schedules import crontab
 from flask import Flask
 from kombu import Queue
 
@@ -44,7 +45,7 @@ def celery_init_app(app: Flask) -> Celery:
         "requeue-stale-images": {"task": REQUEUE_STALE, "schedule": 60.0},
     }
     if config["RETRAIN_DATA_DIRS"]:
-        beat_schedule["retrain"] = {"task": RETRAIN, "schedule": timedelta(hours=config["RETRAIN_EVERY_HOURS"])}
+        beat_schedule["retrain"] = {"task": RETRAIN, "schedule": retrain_schedule(config["RETRAIN_SCHEDULE"])}
     celery_app.conf.update(
         broker_url=config["REDIS_URL"],
         result_backend=config["REDIS_URL"],
@@ -64,6 +65,25 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+def retrain_schedule(setting: str) -> crontab | timedelta:
+    """The RETRAIN_SCHEDULE setting as beat reads it: a number is hours between runs, anything else a cron
+    expression of five fields in UTC. A value that is neither stops the start with what it should look like."""
+    try:
+        hours = float(setting)
+    except ValueError:
+        pass
+    else:
+        if hours <= 0:
+            raise ValueError(f"RETRAIN_SCHEDULE={setting!r}: a number of hours between retrainings must be positive")
+        return timedelta(hours=hours)
+    try:
+        return crontab.from_string(setting.strip())
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"RETRAIN_SCHEDULE={setting!r} is not a cron expression ({error}); give five fields, "
+                         "minute hour day-of-month month day-of-week in UTC, e.g. '0 3 * * 0' for Sundays at "
+                         "03:00, or a number of hours") from None
 
 
 def send_classify(app: Flask, image_ids: list[int]) -> None:

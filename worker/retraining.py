@@ -40,7 +40,7 @@ def retrain(now: bool, wait: bool, status: bool):
         return
     if not now:
         folders = ", ".join(config["RETRAIN_DATA_DIRS"])
-        schedule = (f"beat retrains every {config['RETRAIN_EVERY_HOURS']:g} hours on {folders}" if folders
+        schedule = (f"beat retrains on {folders} on the schedule {config['RETRAIN_SCHEDULE']!r} (UTC)" if folders
                     else "no retraining is scheduled: RETRAIN_DATA_DIRS is not set")
         raise click.UsageError(f"{schedule}; `melanoma retrain --now [--wait]` starts one now")
     if not config["RETRAIN_DATA_DIRS"]:

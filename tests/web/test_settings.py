@@ -58,3 +58,23 @@ def test_the_cli_says_what_to_set_instead_of_a_traceback(tmp_path):
     result = subprocess.run([*MELANOMA_CLI, "keys", "list"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "refusing to start: SECRET_KEY is not set" in result.stderr and "openssl rand" in result.stderr
+
+
+def test_the_retraining_schedule_is_a_cron_expression_or_hours_and_a_bad_one_stops_the_start(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from celery.schedules import crontab
+
+    settings = {"INSTANCE_DIR": str(tmp_path), "RETRAIN_DATA_DIRS": [str(tmp_path)]}
+    weekly = create_app(settings).extensions["celery"].conf.beat_schedule["retrain"]["schedule"]
+    assert isinstance(weekly, crontab)
+    # The default runs on Sundays at 03:00: after a run on a Saturday noon, the next comes that Sunday at 03:00.
+    saturday_noon = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    last_run, until_next, _ = weekly.remaining_delta(saturday_noon)
+    assert last_run + until_next == datetime(2026, 12, 6, 3, 0, tzinfo=timezone.utc)
+    hourly = create_app({**settings, "RETRAIN_SCHEDULE": "1.5"}).extensions["celery"].conf.beat_schedule
+    assert hourly["retrain"]["schedule"] == timedelta(hours=1.5)
+    for bad in ("0 3 * *", "61 3 * * 0", "-2", "weekly"):
+        with pytest.raises(ValueError, match="RETRAIN_SCHEDULE"):
+            create_app({**settings, "RETRAIN_SCHEDULE": bad})
+    assert "retrain" not in create_app({"INSTANCE_DIR": str(tmp_path)}).extensions["celery"].conf.beat_schedule

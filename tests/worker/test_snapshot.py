@@ -152,7 +152,7 @@ def test_beat_retrains_on_its_schedule_and_registers_the_result(backend_settings
         register_model(tiny_model[0], promote=True)
         db.engine.dispose()
     # Every 9 seconds, so the first run comes soon after beat starts.
-    env = {"RETRAIN_DATA_DIRS": str(tiny_dataset), "RETRAIN_EVERY_HOURS": "0.0025"}
+    env = {"RETRAIN_DATA_DIRS": str(tiny_dataset), "RETRAIN_SCHEDULE": "0.0025"}
     trainer = WorkerProcess(settings, tmp_path / "trainer.log", queues=TRAINING_QUEUE, env=env)
     beat_log = open(tmp_path / "beat.log", "wb")
     beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
