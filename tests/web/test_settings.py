@@ -5,6 +5,7 @@ import json
 import stat
 import subprocess
 import sys
+from datetime import UTC
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_the_cli_says_what_to_set_instead_of_a_traceback(tmp_path):
 
 
 def test_the_retraining_schedule_is_a_cron_expression_or_hours_and_a_bad_one_stops_the_start(tmp_path):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from celery.schedules import crontab
 
@@ -69,9 +70,9 @@ def test_the_retraining_schedule_is_a_cron_expression_or_hours_and_a_bad_one_sto
     weekly = create_app(settings).extensions["celery"].conf.beat_schedule["retrain"]["schedule"]
     assert isinstance(weekly, crontab)
     # The default runs on Sundays at 03:00: after a run on a Saturday noon, the next comes that Sunday at 03:00.
-    saturday_noon = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    saturday_noon = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     last_run, until_next, _ = weekly.remaining_delta(saturday_noon)
-    assert last_run + until_next == datetime(2026, 12, 6, 3, 0, tzinfo=timezone.utc)
+    assert last_run + until_next == datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
     hourly = create_app({**settings, "RETRAIN_SCHEDULE": "1.5"}).extensions["celery"].conf.beat_schedule
     assert hourly["retrain"]["schedule"] == timedelta(hours=1.5)
     for bad in ("0 3 * *", "61 3 * * 0", "-2", "weekly"):
