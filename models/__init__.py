@@ -3,10 +3,10 @@
 from models.base import db, utcnow
 from models.batch import Batch, Image
 from models.diagnosis import ConfirmedDiagnosis
-from models.hospital import ApiKey, AuditEvent, Hospital
+from models.hospital import ApiKey, AuditEvent, Hospital, ShiftMeasurement
 from models.prediction import Alert, ModelVersion, Prediction
 
 __all__ = [
     "db", "utcnow", "Hospital", "ApiKey", "AuditEvent", "Batch", "Image", "Prediction", "Alert", "ModelVersion",
-    "ConfirmedDiagnosis",
+    "ConfirmedDiagnosis", "ShiftMeasurement",
 ]

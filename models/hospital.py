@@ -2,7 +2,7 @@ import datetime as dt
 import hashlib
 import secrets
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import db, utcnow
@@ -69,3 +69,19 @@ class AuditEvent(db.Model):
         event = cls(actor=actor, action=action, target=target, details=details)
         db.session.add(event)
         return event
+
+
+class ShiftMeasurement(db.Model):
+    """How far one hospital's recent images lay from a model's training images, in that model's features
+    (worker/classifier/shift.py): the AUC of a classifier telling the two apart, 0.5 when it cannot."""
+
+    __tablename__ = "shift_measurements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    measured_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    images: Mapped[int] = mapped_column()
+    # The newest image measured: the hospital is measured again once it has classified images after it.
+    last_image_id: Mapped[int] = mapped_column()
+    auc: Mapped[float] = mapped_column(Float)

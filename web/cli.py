@@ -69,7 +69,8 @@ def new_key(name: str):
 @click.argument("name")
 def hospital_reliability(name: str):
     """How the serving model has done on NAME's held-back confirmed images: sensitivity and specificity at its
-    threshold with 95 % intervals and counts, and a warning where melanomas are missed beyond the target."""
+    threshold with 95 % intervals and counts, the shift of its recent images from the model's training images, and a
+    warning where melanomas are missed beyond the target or the images lie far from the training images."""
     from models import Hospital, db
     from web.reliability import reliability
 
@@ -77,6 +78,8 @@ def hospital_reliability(name: str):
     if hospital is None:
         raise click.ClickException(f"no hospital named {name!r}")
     figures = reliability(hospital)
+    if figures["model"] is None:
+        raise click.ClickException("no model has served yet: the first classified image registers the shipped one")
 
     def share(name: str, count: str) -> str:
         if figures[name] is None:
@@ -88,6 +91,10 @@ def hospital_reliability(name: str):
                f"{figures['scored_by_this_model']} scored by {figures['model']} (threshold "
                f"{figures['alert_threshold']:.4f}); {share('sensitivity', 'melanomas')}; "
                f"{share('specificity', 'other_lesions')}")
+    shift = figures["shift"]
+    click.echo(f"shift {shift['auc']:.3f} on its {shift['images']} newest pictures (measured {shift['measured_at']}; "
+               f"0.5: like the training images, {shift['limit']:.2f} or more: far from them)" if shift
+               else "shift not measured yet by this model (hourly, once the hospital has 50 classified pictures)")
     if figures["warning"]:
         click.echo(figures["warning"])
 

@@ -19,6 +19,9 @@ REQUEUE_STALE = "maintenance.requeue_stale"
 RETRAIN = "training.retrain"
 RESCORE_ALERTS = "inference.rescore_alerts"
 SCORE_IMAGES = "inference.score_images"
+MEASURE_SHIFT = "inference.measure_shift"
+# How often beat has each hospital's shift measured (worker/shift.py), in seconds.
+SHIFT_EVERY_SECONDS = 3600
 
 # What the running (or the last) retraining reported, as JSON: its stage, epoch of epochs, figures, outcome.
 RETRAIN_PROGRESS = "melanoma:retrain-progress"
@@ -43,6 +46,7 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app = Celery(app.name, task_cls=FlaskTask)
     beat_schedule = {
         "requeue-stale-images": {"task": REQUEUE_STALE, "schedule": 60.0},
+        "measure-shift": {"task": MEASURE_SHIFT, "schedule": float(SHIFT_EVERY_SECONDS)},
     }
     if config["RETRAIN_DATA_DIRS"]:
         beat_schedule["retrain"] = {"task": RETRAIN, "schedule": retrain_schedule(config["RETRAIN_SCHEDULE"])}

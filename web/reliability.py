@@ -2,17 +2,25 @@
 the hospital's held-back confirmed images (the share retraining never learns from, models/diagnosis.py), with
 95 % intervals and counts, and a plain sentence where its melanomas are missed more often than the target
 allows. The champion scores those images when it is promoted (worker/gate.py), and `melanoma rescore
---held-back` scores any it has not."""
+--held-back` scores any it has not.
+
+And the hospital's shift: how well a classifier tells its recent images from the serving model's training images,
+in the model's own features (an AUC: 0.5 when it cannot; worker/shift.py measures it every hour). A shift
+of SHIFT_LIMIT or more, on at least SHIFT_MIN_IMAGES pictures, brings the same sentence."""
 
 import math
 
 from flask import current_app
 
-from models import Hospital, ModelVersion, Prediction, db
+from models import Hospital, ModelVersion, Prediction, ShiftMeasurement, db
 from models.diagnosis import confirmed_pictures, held_back
 
 MELANOMA = "melanoma"
 WARNING = "alerts are less reliable for this hospital's images: confirm diagnoses to adapt the model"
+# Between the two: random samples of the shipped model's own test split measured 0.32-0.63 (50-200 pictures, any
+# mix of diagnoses), those of the two hospitals it never saw 0.70-0.86 (bench/shift.py, docs/benchmarks.md).
+SHIFT_LIMIT = 0.67
+SHIFT_MIN_IMAGES = 50
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.96) -> list[float] | None:
@@ -48,6 +56,7 @@ def reliability(hospital: Hospital) -> dict:
     sensitivity = found / len(melanomas) if melanomas else None
     enough = len(melanomas) >= current_app.config["GATE_MIN_MELANOMAS"]
     short = enough and sensitivity is not None and sensitivity < target
+    shift = latest_shift(hospital.id, champion.id) if champion else None
     return {
         "hospital": hospital.name,
         "model": champion.label if champion else None,
@@ -62,5 +71,17 @@ def reliability(hospital: Hospital) -> dict:
         "specificity_interval_95": wilson_interval(cleared, len(others)),
         "target_sensitivity": target,
         "enough_melanomas_to_tell": enough,
-        "warning": WARNING if short else None,
+        "shift": shift,
+        "warning": WARNING if short or (shift and shift["flagged"]) else None,
     }
+
+
+def latest_shift(hospital_id: int, version_id: int) -> dict | None:
+    """The newest measurement of the hospital's shift by this model version, flagged where it is too far."""
+    measurement = db.session.scalar(db.select(ShiftMeasurement).where(
+        ShiftMeasurement.hospital_id == hospital_id, ShiftMeasurement.model_version_id == version_id)
+        .order_by(ShiftMeasurement.id.desc()).limit(1))
+    if measurement is None:
+        return None
+    return {"auc": measurement.auc, "images": measurement.images, "measured_at": measurement.measured_at.isoformat(),
+            "limit": SHIFT_LIMIT, "flagged": measurement.auc >= SHIFT_LIMIT and measurement.images >= SHIFT_MIN_IMAGES}

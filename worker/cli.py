@@ -38,6 +38,22 @@ def register(model_dir: str, promote: bool):
     click.echo(f"model {version.id} {version.label} registered{' and promoted' if version.is_champion else ''}")
 
 
+@models_group.command("reference")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+def reference(model_dir: str, data_dirs: tuple[str, ...]):
+    """Give a model trained before training kept a shift reference one, from the folders it was trained on, so
+    the workers can measure each hospital's shift with it (training writes one itself)."""
+    from worker.classifier.shift import add_reference
+
+    try:
+        entry = add_reference(model_dir, list(data_dirs))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"wrote {Path(model_dir) / entry['file']}: {entry['components']} feature directions, a sample of "
+               f"{entry['sample']} training and validation images; the card names it")
+
+
 @models_group.command("promote")
 @click.argument("model_id", type=int)
 def promote(model_id: int):

@@ -12,7 +12,7 @@ from flask import current_app
 
 from models import AuditEvent, ModelVersion, db
 from models.prediction import ModelStatus
-from web.queue import SCORE_IMAGES, send_chunks
+from web.queue import INFERENCE_QUEUE, MEASURE_SHIFT, SCORE_IMAGES, send_chunks
 from web.storage import ImageStore
 from worker.classifier.comparison import SHIPPING_TOLERANCE, SPLIT_AUC, compare, compare_groups
 from worker.registry import resolve_path
@@ -80,6 +80,7 @@ def judge(champion: ModelVersion, version: ModelVersion, out_dir: Path, data_dir
     db.session.commit()
     if outcome == PROMOTED:
         # The inference workers, serving it from their next task, score the held-back images the hospitals'
-        # reliability is measured on (web/reliability.py).
+        # reliability is measured on (web/reliability.py), and measure each hospital's shift from it.
         send_chunks(current_app, SCORE_IMAGES, [row["image_id"] for row in snapshot.held_back])
+        current_app.extensions["celery"].send_task(MEASURE_SHIFT, queue=INFERENCE_QUEUE)
     return outcome

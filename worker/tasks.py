@@ -26,6 +26,7 @@ from web.queue import (
     EXPLAIN_ALERT,
     EXPLAIN_QUEUE,
     INFERENCE_QUEUE,
+    MEASURE_SHIFT,
     REQUEUE_STALE,
     RESCORE_ALERTS,
     RETRAIN,
@@ -35,6 +36,7 @@ from web.queue import (
     task_args_in_broker,
 )
 from worker import inference
+from worker.shift import measure_shifts
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,12 @@ def rescore_alerts(self, alert_ids: list[int]) -> dict:
 @shared_task(name=SCORE_IMAGES, bind=True, time_limit=660, soft_time_limit=600, max_retries=5)
 def score_images(self, image_ids: list[int]) -> dict:
     return _through_outages(self, inference.score_images, image_ids)
+
+
+@shared_task(name=MEASURE_SHIFT, bind=True, time_limit=1200, soft_time_limit=1140, max_retries=5)
+def measure_shift(self) -> dict:
+    """Every hospital with new classified images, measured against the champion's training images."""
+    return _through_outages(self, measure_shifts)
 
 
 def _forget_session() -> None:

@@ -2,14 +2,14 @@
 held-back confirmed images, with Wilson intervals and counts, and a plain warning where melanomas are missed
 beyond the target; in the API, the batch answers and the CLI."""
 
-from models import ModelVersion, Prediction, db
+from models import ModelVersion, Prediction, ShiftMeasurement, db
 from models.diagnosis import held_back
 from tests.conftest import make_hospital, make_png
 from web import diagnoses
 from web.cli import cli
 from web.config import DEFAULT_MODEL_DIR
 from web.ingest import Upload, create_batch
-from web.reliability import WARNING, wilson_interval
+from web.reliability import SHIFT_LIMIT, SHIFT_MIN_IMAGES, WARNING, wilson_interval
 from worker.registry import ensure_champion
 
 
@@ -88,3 +88,29 @@ def test_nothing_is_held_back_at_zero_percent(app, client):
     assert not any(held_back(image.sha256, 0) for image in batch.images)
     body = client.get("/api/v1/reliability", headers={"X-API-Key": key}).get_json()
     assert body["held_back_images"] == 0 and body["sensitivity"] is None
+
+
+def test_a_far_shift_by_the_serving_model_brings_the_warning_and_one_by_an_earlier_model_does_not(app, client):
+    champion = ensure_champion(DEFAULT_MODEL_DIR)
+    hospital, key = make_hospital()
+    batch, _ = create_batch(hospital, [Upload("a.png", make_png())])
+    assert client.get("/api/v1/reliability", headers={"X-API-Key": key}).get_json()["shift"] is None
+    earlier = ModelVersion(name="m", version="old", artifact_path="a", artifact_sha256="0" * 64, class_names=[],
+                           input_size=1, alert_threshold=0.5, metrics={}, card={})
+    db.session.add(earlier)
+    db.session.flush()
+    db.session.add(ShiftMeasurement(hospital_id=hospital.id, model_version_id=earlier.id, images=200,
+                                    last_image_id=batch.images[0].id, auc=0.95))
+    db.session.commit()
+    body = client.get("/api/v1/reliability", headers={"X-API-Key": key}).get_json()
+    assert body["shift"] is None and body["warning"] is None
+    for auc, flagged in ((SHIFT_LIMIT - 0.01, False), (SHIFT_LIMIT, True)):
+        db.session.add(ShiftMeasurement(hospital_id=hospital.id, model_version_id=champion.id, images=SHIFT_MIN_IMAGES,
+                                        last_image_id=batch.images[0].id, auc=auc))
+        db.session.commit()
+        body = client.get("/api/v1/reliability", headers={"X-API-Key": key}).get_json()
+        assert (body["shift"]["auc"], body["shift"]["images"], body["shift"]["flagged"]) == (
+            auc, SHIFT_MIN_IMAGES, flagged)
+        assert body["warning"] == (WARNING if flagged else None)
+        answered = client.get(f"/api/v1/batches/{batch.id}", headers={"X-API-Key": key}).get_json()
+        assert answered["reliability_warning"] == body["warning"]

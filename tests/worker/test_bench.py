@@ -92,3 +92,18 @@ def test_load_bench_runs_the_whole_system_and_prints_its_figures():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "12 to send, 12 accepted, 12 ended with a result, lost 0" in result.stdout, result.stdout
     assert "5xx: 0" in result.stdout and "submit latency: p50" in result.stdout
+
+
+def test_shift_bench_scores_samples_of_the_models_own_test_split_and_of_unseen_sources(tiny_model, tiny_dataset,
+                                                                                      two_sources):
+    result = subprocess.run([sys.executable, "bench/shift.py", "--model-dir", str(tiny_model[0]), "--data",
+                             str(tiny_dataset), "--unseen", str(two_sources), "--sizes", "5", "--draws", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    # Groups smaller than the sample size (the few nevi and melanomas of this test split) are left out.
+    assert [" ".join(row[:-6]) for row in rows] == ["own test split", "own test split, source unknown",
+                                                    "unseen: HAM10000", "unseen: ISIC archive"]
+    for *_, images, size, low, median, high, flagged in rows:
+        assert int(size) == 5 <= int(images) and 0 <= float(low) <= float(median) <= float(high) <= 1
+        assert 0 <= float(flagged) <= 1

@@ -13,7 +13,7 @@ from models.prediction import ModelStatus
 from tests.conftest import make_hospital
 from web import diagnoses
 from web.ingest import Upload, create_batch
-from web.queue import INFERENCE_QUEUE, RETRAIN, SCORE_IMAGES, retrain_progress, task_args_in_broker
+from web.queue import INFERENCE_QUEUE, MEASURE_SHIFT, RETRAIN, SCORE_IMAGES, retrain_progress, task_args_in_broker
 from web.reliability import reliability
 from worker import inference
 from worker.gate import PROMOTED, REJECTED, UNDECIDED, verdict
@@ -147,6 +147,8 @@ def test_a_better_challenger_is_promoted_and_served_at_the_next_task(app, patter
     measured = reliability(hospital)
     assert measured["scored_by_this_model"] == measured["held_back_images"] == held["images"]
     assert measured["melanomas"] == held["melanomas"]
+    # And each hospital's shift is measured from the new champion.
+    assert task_args_in_broker(app.extensions["celery"], INFERENCE_QUEUE, MEASURE_SHIFT) == [[]]
 
 
 def _report(failures: list[str]) -> dict:

@@ -28,6 +28,7 @@ from worker.classifier.metrics import (
 )
 from worker.classifier.network import calibrated, make_model
 from worker.classifier.quality import quality_limits
+from worker.classifier.shift import write_reference
 from worker.classifier.torch_legacy import load_state_dict
 
 Progress = Callable[[int, dict[str, float]], None]  # (epoch, its figures)
@@ -222,6 +223,8 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
         # these carry a quality warning: sharpness_floor, illumination_floor, overexposure_ceiling.
         **quality_limits(images["train"]),
         "temperature": temperature,
+        # What the workers measure each hospital's recent images against (worker/classifier/shift.py).
+        "shift": write_reference(out_dir, model, images["train"], images["validation"]),
         "metrics": {
             "validation": {**figures(validation_probabilities, labels["validation"], CLASS_NAMES, threshold),
                            "ece_before_calibration": expected_calibration_error(raw_validation,
