@@ -221,6 +221,8 @@ def submit(paths, server, api_key, wait, out, idempotency_key, stall_minutes):
             counts = batch["counts"]
             click.echo(f"batch {batch['id']} done: {counts['done']} classified, {counts['rejected']} rejected, "
                        f"{counts['failed']} failed, {counts['alerts']} melanoma alerts", err=True)
+            if batch.get("reliability_warning"):
+                click.echo(f"warning: {batch['reliability_warning']}", err=True)
             if out:
                 Path(out).write_text(client.results_csv(batch))
                 click.echo(f"results written to {out}", err=True)

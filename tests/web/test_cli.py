@@ -46,7 +46,16 @@ def test_keys_are_created_listed_and_revoked_and_a_revoked_key_is_refused_at_onc
 
 def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, worker, backend_settings, backend,
                                                            tmp_path, hospital):
-    _, key = hospital
+    from models import ShiftMeasurement
+    from web.config import DEFAULT_MODEL_DIR
+    from web.reliability import SHIFT_MIN_IMAGES, WARNING
+    from worker.registry import ensure_champion
+
+    clinic, key = hospital
+    # The serving model found this hospital's recent pictures far from its training images.
+    db.session.add(ShiftMeasurement(hospital_id=clinic.id, model_version_id=ensure_champion(DEFAULT_MODEL_DIR).id,
+                                    images=SHIFT_MIN_IMAGES, last_image_id=0, auc=0.9))
+    db.session.commit()
     folder = tmp_path / "clinic"
     (folder / "day1").mkdir(parents=True)
     for path in dataset_images("melanoma", 2) + dataset_images("nevus", 2):
@@ -57,6 +66,7 @@ def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, work
     result = subprocess.run([*MELANOMA_CLI, "submit", str(folder), "--wait", "--out", str(out)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr + worker.output()[-3000:]
+    assert f"warning: {WARNING}" in result.stderr
     batch_id = int(result.stdout.strip().splitlines()[-1])
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4 and all(row["status"] == "done" for row in rows)

@@ -114,3 +114,5 @@ def test_a_far_shift_by_the_serving_model_brings_the_warning_and_one_by_an_earli
         assert body["warning"] == (WARNING if flagged else None)
         answered = client.get(f"/api/v1/batches/{batch.id}", headers={"X-API-Key": key}).get_json()
         assert answered["reliability_warning"] == body["warning"]
+        csv = client.get(f"/api/v1/batches/{batch.id}/results?format=csv", headers={"X-API-Key": key})
+        assert csv.status_code == 200 and csv.headers.get("X-Reliability-Warning") == body["warning"]

@@ -143,13 +143,15 @@ def get_results(batch_id: int):
     batch = _own_batch(batch_id)
     rows = batch_results(batch)
     result_format = request.args.get("format", "json").lower()
+    warning = reliability(g.hospital)["warning"]
     if result_format == "csv":
+        # A CSV has no place for a sentence about the whole batch: it comes as a header.
+        headers = {"Content-Disposition": f"attachment; filename=batch-{batch.id}-results.csv"}
         return Response(to_csv(rows), mimetype="text/csv",
-                        headers={"Content-Disposition": f"attachment; filename=batch-{batch.id}-results.csv"})
+                        headers=headers | ({"X-Reliability-Warning": warning} if warning else {}))
     if result_format != "json":
         raise ApiError(400, f"unknown format {result_format!r}; use json or csv")
-    return {"batch": {**batch_json(batch), "reliability_warning": reliability(g.hospital)["warning"]},
-            "results": rows}
+    return {"batch": {**batch_json(batch), "reliability_warning": warning}, "results": rows}
 
 
 @bp.get("/alerts")
