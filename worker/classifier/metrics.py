@@ -49,6 +49,28 @@ def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: fl
     return float(max(0.0, min(halfway, kept - tolerance)))
 
 
+def threshold_for_every_source(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, target: float) -> float:
+    """The highest threshold at which the positives of every source, as well as all of them together, reach the
+    target sensitivity: the lowest of their own thresholds. A source without positives sets none."""
+    labels, sources = np.asarray(labels).astype(bool), np.asarray(sources)
+    return min([threshold_for_sensitivity(labels, scores, target)]
+               + [threshold_for_sensitivity(labels[sources == source], np.asarray(scores)[sources == source], target)
+                  for source in sorted(set(sources[labels]))])
+
+
+def per_source_alerts(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, threshold: float) -> dict:
+    """Each source's images, positives, and sensitivity and specificity at the threshold (None without any)."""
+    labels, scores, sources = np.asarray(labels).astype(bool), np.asarray(scores), np.asarray(sources)
+    report = {}
+    for source in sorted(set(sources)):
+        positive, alerted = labels[sources == source], scores[sources == source] >= threshold
+        report[str(source)] = {
+            "images": int(len(positive)), "melanomas": int(positive.sum()),
+            "sensitivity": float(alerted[positive].mean()) if positive.any() else None,
+            "specificity": float((~alerted[~positive]).mean()) if (~positive).any() else None}
+    return report
+
+
 def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
     labels = np.asarray(labels).astype(bool)
     alerts = np.asarray(scores) >= threshold

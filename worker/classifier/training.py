@@ -24,7 +24,8 @@ from worker.classifier.metrics import (
     expected_calibration_error,
     figures,
     fit_temperature,
-    threshold_for_sensitivity,
+    per_source_alerts,
+    threshold_for_every_source,
 )
 from worker.classifier.network import calibrated, make_model
 from worker.classifier.quality import quality_limits
@@ -204,8 +205,11 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     temperature = fit_temperature(raw_validation, labels["validation"])
     model = calibrated(model, temperature)
     validation_probabilities = apply_temperature(raw_validation, temperature)
-    threshold = threshold_for_sensitivity(labels["validation"] == melanoma,
-                                          validation_probabilities[:, melanoma], target_sensitivity)
+    # Every source's validation melanomas reach the target, not only all of them together: a hospital is
+    # one source, and a pooled threshold can leave the source with the hardest melanomas under it.
+    validation_sources = np.array([example.source for example in split.validation])
+    threshold = threshold_for_every_source(labels["validation"] == melanoma, validation_probabilities[:, melanoma],
+                                           validation_sources, target_sensitivity)
     test_probabilities = model.predict(images["test"].astype(np.float32), verbose=0)
 
     artifact = out_dir / ARTIFACT_NAME
@@ -228,7 +232,10 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
         "metrics": {
             "validation": {**figures(validation_probabilities, labels["validation"], CLASS_NAMES, threshold),
                            "ece_before_calibration": expected_calibration_error(raw_validation,
-                                                                                labels["validation"])},
+                                                                                labels["validation"]),
+                           "per_source_at_threshold": per_source_alerts(
+                               labels["validation"] == melanoma, validation_probabilities[:, melanoma],
+                               validation_sources, threshold)},
             "test": figures(test_probabilities, labels["test"], CLASS_NAMES, threshold),
         },
         "training": {

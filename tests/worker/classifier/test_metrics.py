@@ -8,8 +8,10 @@ from worker.classifier.metrics import (
     balanced_accuracy,
     bootstrap_intervals,
     paired_bootstrap,
+    per_source_alerts,
     roc_auc,
     sensitivity_specificity,
+    threshold_for_every_source,
     threshold_for_sensitivity,
 )
 
@@ -188,3 +190,18 @@ def test_auc_and_balanced_accuracy_equal_scikit_learns_and_figures_build_every_f
     benign = figures(probabilities[~is_melanoma], labels[~is_melanoma], CLASS_NAMES, threshold=0.2)
     assert benign["melanoma_auc"] is None and benign["melanoma_sensitivity"] is None
     assert benign["per_class"]["melanoma"]["recall"] is None
+
+
+def test_the_threshold_for_every_source_lets_no_source_fall_under_the_target():
+    # Source b's melanomas score lower than a's: the pooled threshold for 0.75 keeps a's four and misses b's two.
+    labels = np.array([1, 1, 1, 1, 0, 0, 1, 1, 0, 0])
+    scores = np.array([0.9, 0.85, 0.8, 0.75, 0.3, 0.2, 0.5, 0.4, 0.1, 0.05])
+    sources = np.array(["a"] * 6 + ["b"] * 4)
+    pooled = threshold_for_sensitivity(labels, scores, 0.75)
+    assert sensitivity_specificity(labels[sources == "b"], scores[sources == "b"], pooled)[0] < 0.75
+    threshold = threshold_for_every_source(labels, scores, sources, 0.75)
+    report = per_source_alerts(labels, scores, sources, threshold)
+    assert report["a"]["sensitivity"] == 1.0 and report["b"]["sensitivity"] >= 0.75
+    assert report["b"] == {"images": 4, "melanomas": 2, "sensitivity": 1.0, "specificity": 1.0}
+    # A source without melanomas sets nothing: the threshold is that of the rest.
+    assert threshold_for_every_source(labels, scores, np.array(["a"] * 9 + ["c"]), 0.75) == pooled

@@ -125,6 +125,11 @@ def test_training_on_two_folders_learns_from_both_and_records_labels_by_source(t
                    verbose=0)
     assert card["training"]["audit"]["kept"] == single["training"]["audit"]["kept"] + 8
     assert f"{tiny_dataset} {extra}" in result.stdout  # the compare command it suggests names both folders
+    # The threshold holds for each source's validation melanomas, and the card says how each fares at it.
+    per_source = card["metrics"]["validation"]["per_source_at_threshold"]
+    assert sum(figures["images"] for figures in per_source.values()) == card["training"]["split_sizes"]["validation"]
+    assert all(figures["sensitivity"] >= card["target_sensitivity"] for figures in per_source.values()
+               if figures["melanomas"])
     # The clinic's images weigh three times as much: repeated in the training split, nowhere else.
     from worker.classifier import data
     from worker.classifier.choices import CLASS_NAMES
