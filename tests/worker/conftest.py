@@ -49,3 +49,19 @@ def two_sources(tmp_path_factory):
             pixels[..., 0 if number < 24306 else 2] = 220
             Image.fromarray(pixels).save(data_dir / name / f"ISIC_{number:07d}.png")
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def clinic_folder(tmp_path_factory):
+    """A second folder as HAM10000's is laid out: four melanomas and four nevi, two pictures a lesion, with a
+    metadata.csv naming their source, clinic-x."""
+    extra = tmp_path_factory.mktemp("clinic") / "clinic"
+    rows, rng = ["image_id,lesion_id,source"], np.random.default_rng(8)
+    for label in ("melanoma", "nevus"):
+        (extra / label).mkdir(parents=True)
+        for index in range(4):
+            name = f"{label[:3]}{index}"
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(extra / label / f"{name}.png")
+            rows.append(f"{name},{label}-lesion-{index // 2},clinic-x")
+    (extra / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return extra

@@ -107,3 +107,21 @@ def test_shift_bench_scores_samples_of_the_models_own_test_split_and_of_unseen_s
     for *_, images, size, low, median, high, flagged in rows:
         assert int(size) == 5 <= int(images) and 0 <= float(low) <= float(median) <= float(high) <= 1
         assert 0 <= float(flagged) <= 1
+
+
+def test_cross_source_bench_trains_without_the_source_and_scores_every_image_of_it(tiny_dataset, clinic_folder,
+                                                                                    tmp_path):
+    out = tmp_path / "cross"
+    result = subprocess.run([sys.executable, "bench/cross_source.py", str(tiny_dataset), str(clinic_folder),
+                             "--sources", "clinic-x", "--out", str(out), "--backbone", "small", "--epochs", "1",
+                             "--input-size", "32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((out / "clinic-x" / "card.json").read_text())
+    assert card["training"]["excluded_sources"] == ["clinic-x"]
+    assert "clinic-x" not in card["training"]["images_by_source"]
+    figures = json.loads((out / "cross_source.json").read_text())["clinic-x"]
+    assert (figures["images"], figures["melanomas"]) == (8, 4)
+    assert figures["alert_threshold"] == card["alert_threshold"]
+    assert set(figures["intervals_95"]) >= {"melanoma_auc", "melanoma_sensitivity", "melanoma_specificity"}
+    row = next(line for line in result.stdout.splitlines() if line.startswith("clinic-x "))
+    assert row.split()[1:3] == ["8", "4"]

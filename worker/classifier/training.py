@@ -7,6 +7,7 @@ metrics, training data hash, date), which the registry and the workers read.
 import datetime as dt
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
           style_mix: bool = False, colour: str = "shades-of-grey", loss: str = "class-weighted",
           source_weights: dict[str, int] | None = None, train_only_dirs: DataDirs | None = None,
-          verbose: int = 2, progress: Progress | None = None) -> dict:
+          exclude_sources: set[str] | None = None, verbose: int = 2, progress: Progress | None = None) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card.
 
     source_weights: training images of these sources count this many times (repeated in the training split
@@ -139,6 +140,10 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     train_only_dirs: folders audited with the others but trained on whole, outside the split (the confirmed
     images, whose held-back share is evaluated elsewhere): the split of data_dirs stays exactly what it is
     without them, so a model trained without them can be compared on the same test images.
+
+    exclude_sources: sources none of whose images is split, trained or validated on (audited with the rest, so
+    a copy of one of their pictures in another source goes too): a model that has never seen them, to be scored
+    on them (bench/cross_source.py).
 
     progress(epoch, figures): called at the end of every epoch (1 to epochs) with its loss and accuracies."""
     if loss not in LOSSES:
@@ -153,6 +158,12 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     tf.config.experimental.enable_op_determinism()
 
     base, extra, audit = data.list_with_extra(data_dirs, train_only_dirs, CLASS_NAMES)
+    excluded = set(exclude_sources or ())
+    unknown = excluded - {example.source for example in base + extra}
+    if unknown:
+        raise ValueError(f"no images of the source(s) {sorted(unknown)} to leave out; the folders hold "
+                         f"{sorted({example.source for example in base + extra})}")
+    base, extra = ([e for e in part if e.source not in excluded] for part in (base, extra))
     examples = base + extra
     split = data.split_examples(base, seed=seed)
     split = data.Split(split.train + extra, split.validation, split.test)
@@ -244,6 +255,8 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
             "split_data_sha256": data.dataset_hash(base),
             "split_sizes": {name: int(len(part)) for name, part in labels.items()},
             "source_weights": weights,
+            "excluded_sources": sorted(excluded),
+            "images_by_source": dict(sorted(Counter(example.source for example in examples).items())),
             "audit": {"images": audit.images, "kept": audit.kept, "excluded_conflicts": audit.excluded,
                       "duplicates_collapsed": audit.collapsed, "shortcut_warnings": audit.shortcut_warnings,
                       "labels_by_source": audit.sources},

@@ -99,22 +99,13 @@ def test_learning_rate_rises_over_the_warmup_then_decays_to_zero():
                                atol=1e-6)
 
 
-def test_training_on_two_folders_learns_from_both_and_records_labels_by_source(tiny_dataset, tmp_path):
+def test_training_on_two_folders_learns_from_both_and_records_labels_by_source(tiny_dataset, clinic_folder,
+                                                                              tmp_path):
     """`melanoma train A B`: a second folder with its metadata.csv (source, lesion_id) and only some classes."""
-    from PIL import Image
-
     from tests.conftest import ROOT
     from worker.classifier.training import train
 
-    extra = tmp_path / "clinic"
-    rows, rng = ["image_id,lesion_id,source"], np.random.default_rng(8)
-    for label in ("melanoma", "nevus"):
-        (extra / label).mkdir(parents=True)
-        for index in range(4):
-            name = f"{label[:3]}{index}"
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(extra / label / f"{name}.png")
-            rows.append(f"{name},{label}-lesion-{index // 2},clinic-x")
-    (extra / "metadata.csv").write_text("\n".join(rows) + "\n")
+    extra = clinic_folder
     result = subprocess.run([sys.executable, "-m", "web.cli", "train", str(tiny_dataset), str(extra),
                              "--out", str(tmp_path / "model"), "--backbone", "small", "--epochs", "1",
                              "--input-size", "32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -142,3 +133,20 @@ def test_training_on_two_folders_learns_from_both_and_records_labels_by_source(t
     assert in_training and sizes["train"] == plain["train"] + 2 * in_training
     assert (sizes["validation"], sizes["test"]) == (plain["validation"], plain["test"])
     assert weighted["training"]["source_weights"] == {"clinic-x": 3}
+
+
+def test_a_source_left_out_is_neither_split_nor_trained_on_and_an_unknown_one_is_refused(tiny_dataset,
+                                                                                          clinic_folder, tmp_path):
+    from worker.classifier.training import train
+
+    def trained(name, **options):
+        return train([tiny_dataset, clinic_folder], tmp_path / name, epochs=1, input_size=32, batch_size=8,
+                     backbone="small", verbose=0, **options)["training"]
+
+    everything = trained("all")
+    without = trained("without", exclude_sources={"clinic-x"})
+    assert everything["images_by_source"]["clinic-x"] == 8
+    assert without["excluded_sources"] == ["clinic-x"] and "clinic-x" not in without["images_by_source"]
+    assert sum(without["split_sizes"].values()) == sum(everything["split_sizes"].values()) - 8
+    with pytest.raises(ValueError, match="no images of the source"):
+        trained("nowhere", exclude_sources={"clinic-y"})
