@@ -42,6 +42,14 @@ def held_out_figures(model_dir: Path, examples: list[data.Example]) -> dict:
     return report
 
 
+def _cell(report: dict, key: str) -> str:
+    """A figure with its interval, 17 characters wide."""
+    value, interval = report[key], report["intervals_95"].get(key)
+    if value is None:
+        return f"{'-':>17s}"
+    return f"{value:6.3f}" + (f" [{interval[0]:.2f},{interval[1]:.2f}]" if interval else " " * 12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dirs", nargs="+")
@@ -72,16 +80,9 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'left out':24s}{'images':>7s}{'mel.':>6s}{'mel.AUC':>17s}{'sensitivity':>17s}{'specificity':>17s}")
     for source in sources:
-        report, intervals = results[source], results[source]["intervals_95"]
-
-        def cell(key: str) -> str:
-            value, interval = report[key], intervals.get(key)
-            if value is None:
-                return f"{'-':>17s}"
-            return f"{value:6.3f}" + (f" [{interval[0]:.2f},{interval[1]:.2f}]" if interval else " " * 12)
-
-        print(f"{source:24s}{report['images']:7d}{report['melanomas']:6d}{cell('melanoma_auc')}"
-              f"{cell('melanoma_sensitivity')}{cell('melanoma_specificity')}")
+        report = results[source]
+        print(f"{source:24s}{report['images']:7d}{report['melanomas']:6d}"
+              + "".join(_cell(report, key) for key in ("melanoma_auc", "melanoma_sensitivity", "melanoma_specificity")))
     print(f"figures written to {results_path}")
 
 
