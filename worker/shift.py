@@ -3,7 +3,9 @@ training images in the model's own features (worker/classifier/shift.py). Beat s
 inference worker; a hospital is measured again once it has classified images since its last measurement, or
 when another model serves. The figure, and whether it is flagged, is read by web/reliability.py."""
 
+import json
 import logging
+import time
 
 import numpy as np
 from flask import current_app
@@ -22,13 +24,15 @@ log = logging.getLogger(__name__)
 
 # The hospital's newest classified pictures, one image of each, that a measurement reads.
 RECENT_IMAGES = 200
+# How long one run may measure (a few seconds a hospital on 2 cores), well inside the task's time limit.
+BUDGET_SECONDS = 600
 
 
-def measure_shifts() -> dict:
-    """Measure every hospital with new classified images against the champion's reference; returns the
-    hospitals measured, each with its shift AUC, or why nothing could be."""
-    import json
-
+def measure_shifts(budget_seconds: float = BUDGET_SECONDS) -> dict:
+    """Measure the hospitals with new classified images against the champion's reference, those measured
+    longest ago (or never) first, until budget_seconds have passed (the rest wait for the next run); returns
+    the hospitals measured, each with its shift AUC, or why nothing could be."""
+    deadline = time.monotonic() + budget_seconds
     model = serving_model()
     version = db.session.get(ModelVersion, model.version_id)
     model_dir = resolve_path(version.artifact_path).parent
@@ -40,12 +44,16 @@ def measure_shifts() -> dict:
     reference = shift.read_reference(model_dir, entry)
     newest = db.session.execute(db.select(Image.hospital_id, db.func.max(Image.id)).where(
         Image.status == ImageStatus.DONE).group_by(Image.hospital_id)).all()
+    latest = dict(db.session.execute(db.select(
+        ShiftMeasurement.hospital_id, db.func.max(ShiftMeasurement.last_image_id)).where(
+        ShiftMeasurement.model_version_id == version.id).group_by(ShiftMeasurement.hospital_id)).all())
+    due = sorted((latest.get(hospital_id, -1), hospital_id) for hospital_id, newest_id in newest
+                 if latest.get(hospital_id, -1) < newest_id)
     measured = {}
-    for hospital_id, newest_id in newest:
-        last = db.session.scalar(db.select(db.func.max(ShiftMeasurement.last_image_id)).where(
-            ShiftMeasurement.hospital_id == hospital_id, ShiftMeasurement.model_version_id == version.id))
-        if last is not None and last >= newest_id:
-            continue
+    for position, (_, hospital_id) in enumerate(due):
+        if time.monotonic() > deadline:
+            log.info("shift: %d hospitals left for the next run", len(due) - position)
+            break
         auc = _measure(model, reference, version.id, hospital_id)
         if auc is not None:
             measured[hospital_id] = auc
