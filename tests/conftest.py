@@ -31,6 +31,9 @@ REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # no worker queue into a third, where nothing consumes their messages behind their backs.
 REDIS_DB = {"postgresql": 11, "sqlite": 12}
 IDLE_REDIS_DB = 13
+# A beat started by a test sends maintenance and shift tasks too: it gets a database of its own, so those never
+# reach the session's workers, whose transactions would then race the test's table cleanup.
+BEAT_REDIS_DB = 14
 BACKENDS = ["postgresql", "sqlite"]
 # Outside the embedded SQLite run the app refuses to start without a secret of its own.
 TEST_SECRET = "test-secret-" + uuid.uuid4().hex

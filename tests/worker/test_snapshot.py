@@ -10,7 +10,7 @@ import redis
 
 from models import AuditEvent, ModelVersion, db
 from models.diagnosis import held_back
-from tests.conftest import dataset_images, make_hospital
+from tests.conftest import BEAT_REDIS_DB, REDIS_BASE_URL, dataset_images, make_hospital
 from web import diagnoses
 from web.ingest import Upload, create_batch
 from web.queue import RETRAIN
@@ -146,7 +146,9 @@ def test_beat_retrains_on_its_schedule_and_registers_the_result(backend_settings
     from web import create_app
     from web.queue import TRAINING_QUEUE
 
-    settings = {**backend_settings["postgresql"], "INSTANCE_DIR": str(tmp_path / "instance")}
+    redis_url = f"{REDIS_BASE_URL}/{BEAT_REDIS_DB}"
+    redis.Redis.from_url(redis_url).flushdb()
+    settings = {**backend_settings["postgresql"], "INSTANCE_DIR": str(tmp_path / "instance"), "REDIS_URL": redis_url}
     app = create_app(settings)
     with app.app_context():
         register_model(tiny_model[0], promote=True)
@@ -174,6 +176,7 @@ def test_beat_retrains_on_its_schedule_and_registers_the_result(backend_settings
         beat.wait(timeout=30)
         beat_log.close()
         trainer.stop()
+        redis.Redis.from_url(redis_url).flushdb()
         with app.app_context():
             db.session.remove()
             empty_tables()
