@@ -71,6 +71,7 @@ class Batch(db.Model):
 
 class Image(db.Model):
     __tablename__ = "images"
+    __table_args__ = (db.Index("ix_images_hospital_id_sha256", "hospital_id", "sha256"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)

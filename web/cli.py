@@ -6,7 +6,6 @@ pyproject.toml, so the web imports nothing of the workers.
 """
 
 import os
-import secrets
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import click
 from flask.cli import FlaskGroup
 
 from web import create_app
+from web.accounts import users
 from web.config import InsecureSettings
 
 
@@ -33,6 +33,9 @@ def cli():
 
 # Nor Flask's --app, --env-file and --debug: the app is always web.create_app, configured by its settings.
 cli.params = [param for param in cli.params if param.name not in ("app", "env_file", "debug")]
+
+
+cli.add_command(users)
 
 
 @cli.group()
@@ -172,10 +175,6 @@ def serve(host: str, port: int, concurrency: int):
     if not os.environ.get("REDIS_URL"):
         redis_port = free_port()
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-    if not env.get("DASHBOARD_PASSWORD"):
-        env["DASHBOARD_PASSWORD"] = secrets.token_urlsafe(12)
-        click.echo(f"Dashboard login for this run: {app.config['DASHBOARD_USER']} / {env['DASHBOARD_PASSWORD']} "
-                   "(set DASHBOARD_PASSWORD to choose one)")
     instance_dir = Path(app.instance_path)
     click.echo(f"Serving on http://{host}:{port}/ (database {app.config['SQLALCHEMY_DATABASE_URI']}, "
                f"redis {env.get('REDIS_URL')}{' embedded' if redis_port else ''}). Ctrl-C stops.")
@@ -209,10 +208,10 @@ def _require_migrated(app) -> None:
               help="Stop waiting when no image has finished for this long (the batch stays on the server).")
 def submit(paths, server, api_key, wait, out, idempotency_key, stall_minutes):
     """Upload image files and folders (recursively) as one batch."""
-    from web.client import Client, SubmitError, collect_files
+    from web.client import Client, SubmitError, collect_uploads
 
     try:
-        files = collect_files(list(paths))
+        files = collect_uploads(list(paths))
         client = Client(server, api_key)
         batch = client.submit(files, idempotency_key=idempotency_key)
         click.echo(f"batch {batch['id']}: {batch['image_count']} images queued, {batch['url']}", err=True)

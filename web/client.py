@@ -16,20 +16,28 @@ class SubmitError(Exception):
     """Something the user must fix or retry; the message says what."""
 
 
-def collect_files(paths: list[str]) -> list[Path]:
-    """Files named directly, plus image files found recursively in folders, in a stable order."""
-    files: list[Path] = []
+def collect_uploads(paths: list[str]) -> list[tuple[Path, str]]:
+    """(file, the name it is sent under) for files named directly and image files found recursively in folders,
+    in a stable order. The name is the path below the folder given, or the bare name of a file given: local
+    folder names (which can name patients) never reach the server."""
+    files: list[tuple[Path, str]] = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += [(found, found.relative_to(path).as_posix()) for found in sorted(path.rglob("*"))
+                      if found.is_file() and found.suffix.lower() in IMAGE_SUFFIXES]
         elif path.is_file():
-            files.append(path)
+            files.append((path, path.name))
         else:
             raise SubmitError(f"{name}: no such file or folder")
     if not files:
         raise SubmitError("no image files found (looked for .jpg, .jpeg and .png)")
     return files
+
+
+def collect_files(paths: list[str]) -> list[Path]:
+    """The local files collect_uploads finds."""
+    return [path for path, _ in collect_uploads(paths)]
 
 
 class MultipartFiles:
@@ -40,12 +48,13 @@ class MultipartFiles:
 
     CHUNK_BYTES = 1 << 20
 
-    def __init__(self, files: list[Path], field: str = "files"):
+    def __init__(self, files: list[tuple[Path, str]] | list[Path], field: str = "files"):
         boundary = uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={boundary}"
         self._parts = []
-        for path in files:
-            header = RequestField(field, b"", filename=str(path))
+        for entry in files:
+            path, name = entry if isinstance(entry, tuple) else (entry, entry.name)
+            header = RequestField(field, b"", filename=name)
             header.make_multipart(content_type="application/octet-stream")
             self._parts.append((f"--{boundary}\r\n".encode() + header.render_headers().encode(), path,
                                 path.stat().st_size))
@@ -98,7 +107,8 @@ class Client:
             raise SubmitError(f"{method} {url} answered {response.status_code}: {message}")
         return response
 
-    def submit(self, files: list[Path], idempotency_key: str | None = None, attempts: int = 3) -> dict:
+    def submit(self, files: list[tuple[Path, str]] | list[Path], idempotency_key: str | None = None,
+               attempts: int = 3) -> dict:
         """Upload the files as one batch. A dropped connection is retried with the same Idempotency-Key,
         so the server makes one batch however many times the upload is sent."""
         key = idempotency_key or uuid.uuid4().hex

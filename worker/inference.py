@@ -41,7 +41,7 @@ def classify_images(image_ids: list[int], max_attempts: int = 3) -> dict:
     if not _delivered_before(image_ids):
         _count_attempt(image_ids, max_attempts)
         return _classify_with_retries(model, image_ids)
-    totals = {"predicted": 0, "rejected": 0, "alerts": 0}
+    totals = {"predicted": 0, "rejected": 0, "alerts": 0, "repeats": 0}
     retry, reason = [], ""
     for image_id in sorted(image_ids):
         _count_attempt([image_id], max_attempts)
@@ -113,11 +113,16 @@ def _classify(model, image_ids: list[int]) -> dict:
         db.select(Prediction.image_id).where(Prediction.image_id.in_(image_ids),
                                              Prediction.model_version_id == model.version_id)
     ))
-    pending = []
+    pending, repeats = [], []
+    earlier = _earlier_predictions(model, [image for image in images if image.id not in already])
     for image in images:
         if image.id in already:
             image.status = ImageStatus.DONE
+        elif (image.hospital_id, image.sha256) in earlier:
+            repeats.append(image)
         else:
+            # Only the first copy of a picture in the chunk is predicted; the others repeat its result.
+            earlier[(image.hospital_id, image.sha256)] = None
             pending.append(image)
     arrays, to_predict, rejected = [], [], 0
     decoded = decode_images(store.read, [image.storage_path for image in pending], model.input_size,
@@ -139,11 +144,25 @@ def _classify(model, image_ids: list[int]) -> dict:
     new_alerts = []
     for image, array, row in zip(to_predict, arrays, probabilities, strict=True):
         prediction = _prediction(model, image, array, row)
+        earlier[(image.hospital_id, image.sha256)] = prediction
         if prediction.melanoma_probability >= model.alert_threshold:
             alert = Alert(prediction=prediction, hospital_id=image.hospital_id,
                           melanoma_probability=prediction.melanoma_probability, threshold=model.alert_threshold)
             db.session.add(alert)
             new_alerts.append(alert)
+        image.status, image.rejection_reason = ImageStatus.DONE, None
+    db.session.flush()
+    for image in repeats:
+        first = earlier.get((image.hospital_id, image.sha256))
+        if first is None:  # its first copy in this chunk could not be read: neither can this one
+            image.status = ImageStatus.REJECTED
+            image.rejection_reason = next(other.rejection_reason for other in pending if other.sha256 == image.sha256
+                                          and other.hospital_id == image.hospital_id and other.rejection_reason)
+            continue
+        db.session.add(Prediction(
+            image_id=image.id, model_version_id=model.version_id, probabilities=first.probabilities,
+            predicted_class=first.predicted_class, melanoma_probability=first.melanoma_probability,
+            sharpness=first.sharpness, quality_warning=first.quality_warning, repeat_of_id=first.id))
         image.status, image.rejection_reason = ImageStatus.DONE, None
     db.session.commit()
     _finish_batches({image.batch_id for image in images})
@@ -152,7 +171,23 @@ def _classify(model, image_ids: list[int]) -> dict:
         celery_app = current_app.extensions["celery"]
         for alert in new_alerts:
             celery_app.send_task(EXPLAIN_ALERT, args=[alert.id], queue=EXPLAIN_QUEUE)
-    return {"predicted": len(to_predict), "rejected": rejected, "alerts": len(new_alerts)}
+    return {"predicted": len(to_predict), "rejected": rejected, "alerts": len(new_alerts), "repeats": len(repeats)}
+
+
+def _earlier_predictions(model, images: list[Image]) -> dict:
+    """(hospital id, sha256) -> the serving model's first prediction of that picture for that hospital, for the
+    pictures among these that it has classified before: a picture sent again gets that result, and no alert."""
+    if not images:
+        return {}
+    found = db.session.execute(
+        db.select(Image.hospital_id, Image.sha256, Prediction).join(Prediction, Prediction.image_id == Image.id)
+        .where(Prediction.model_version_id == model.version_id, Prediction.repeat_of_id.is_(None),
+               Image.hospital_id.in_({image.hospital_id for image in images}),
+               Image.sha256.in_({image.sha256 for image in images})).order_by(Prediction.id)).all()
+    earlier = {}
+    for hospital_id, sha256, prediction in found:
+        earlier.setdefault((hospital_id, sha256), prediction)
+    return earlier
 
 
 def _prediction(model, image: Image, array, row) -> Prediction:

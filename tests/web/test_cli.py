@@ -70,6 +70,9 @@ def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, work
     batch_id = int(result.stdout.strip().splitlines()[-1])
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4 and all(row["status"] == "done" for row in rows)
+    # Names below the folder given: the local path (which can name patients) never reaches the server.
+    assert sorted(row["filename"] for row in rows) == sorted(
+        f"day1/{path.name}" for path in dataset_images("melanoma", 2) + dataset_images("nevus", 2))
     db.session.expire_all()
     assert db.session.get(Batch, batch_id).status == "done"
 
