@@ -16,12 +16,14 @@ $(BIN)/melanoma: pyproject.toml
 
 install: $(BIN)/melanoma
 
-## run: install, migrate the SQLite database, create a demo hospital (printing its key), serve.
+## run: install, migrate the SQLite database, create a demo hospital (printing its key) and a demo admin (printing
+## its password, once), serve.
 run: install
 	$(BIN)/melanoma db upgrade
+	$(BIN)/melanoma users demo
 	@$(BIN)/melanoma hospitals create "$(HOSPITAL)" 2>/dev/null \
 	  || echo "Hospital '$(HOSPITAL)' exists already; a new key: $$($(BIN)/melanoma hospitals new-key "$(HOSPITAL)")"
-	@echo "Open http://$(HOST):$(PORT)/ ; submit with: $(BIN)/melanoma submit FOLDER --api-key KEY --wait --out results.csv"
+	@echo "Open http://$(HOST):$(PORT)/login ; submit with: $(BIN)/melanoma submit FOLDER --api-key KEY --wait --out results.csv"
 	$(BIN)/melanoma serve --host $(HOST) --port $(PORT)
 
 ## test: install and run the whole suite (needs PostgreSQL and Redis on 127.0.0.1, see README).

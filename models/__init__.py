@@ -5,8 +5,9 @@ from models.batch import Batch, Image
 from models.diagnosis import ConfirmedDiagnosis
 from models.hospital import ApiKey, AuditEvent, Hospital, ShiftMeasurement
 from models.prediction import Alert, ModelVersion, Prediction
+from models.user import Role, User
 
 __all__ = [
     "db", "utcnow", "Hospital", "ApiKey", "AuditEvent", "Batch", "Image", "Prediction", "Alert", "ModelVersion",
-    "ConfirmedDiagnosis", "ShiftMeasurement",
+    "ConfirmedDiagnosis", "ShiftMeasurement", "User", "Role",
 ]

@@ -52,6 +52,24 @@ class ModelVersion(db.Model):
         return db.session.scalar(db.select(cls).where(cls.status == ModelStatus.RETIRED, cls.promoted_at.is_not(None))
                                  .order_by(cls.promoted_at.desc()))
 
+    @classmethod
+    def rollback(cls, actor: str, reason: str) -> tuple["ModelVersion", "ModelVersion | None"]:
+        """Serve the previous champion again and mark the current one rejected, with the reason; returns
+        (the champion again, the one rejected). Raises LookupError when there is no earlier champion."""
+        from models.hospital import AuditEvent
+
+        champion, previous = cls.champion(), cls.previous_champion()
+        if previous is None:
+            raise LookupError("no earlier champion to roll back to")
+        previous.promote()
+        if champion is not None:
+            champion.status = ModelStatus.REJECTED
+            AuditEvent.record(actor, "model.rejected", f"model:{champion.id}", label=champion.label, reason=reason)
+        AuditEvent.record(actor, "model.rolled_back", f"model:{previous.id}", label=previous.label,
+                          replaced=champion.id if champion else None)
+        db.session.commit()
+        return previous, champion
+
     @property
     def label(self) -> str:
         return f"{self.name}:{self.version}"
@@ -73,8 +91,12 @@ class Prediction(db.Model):
     sharpness: Mapped[float | None] = mapped_column(Float)
     quality_warning: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The same picture (by content) classified earlier by this model for this hospital: its result is reused,
+    # and it raises no second alert.
+    repeat_of_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id"))
 
     image = relationship("Image", back_populates="predictions")
+    repeat_of = relationship("Prediction", remote_side=[id])
     model_version: Mapped[ModelVersion] = relationship()
     alert = relationship("Alert", back_populates="prediction", uselist=False)
 
@@ -84,6 +106,7 @@ class AlertStatus:
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
     DISMISSED = "dismissed"  # judged no alert: re-scored under the champion's threshold, or by a dermatologist
+    ALL = (OPEN, ACKNOWLEDGED, RESOLVED, DISMISSED)
 
 
 class Alert(db.Model):
@@ -104,5 +127,8 @@ class Alert(db.Model):
     # lost heatmap tasks again stops at MAX_ATTEMPTS, and the API says why there is no heatmap.
     heatmap_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heatmap_error: Mapped[str | None] = mapped_column(Text)
+    # The dermatologist who took the alert on ("assign to me"); the audit trail keeps who did what.
+    assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     prediction: Mapped[Prediction] = relationship(back_populates="alert")
+    assigned_user = relationship("User")

@@ -222,3 +222,26 @@ def wait_for_batch(server: str, batch_id: int, headers: dict, worker: WorkerProc
             pytest.fail(f"the worker exited with {worker.process.returncode}:\n{worker.output()[-5000:]}")
         time.sleep(0.5)
     pytest.fail(f"batch {batch_id} not done after {timeout:.0f} s: {body}\nworker log:\n{worker.output()[-5000:]}")
+
+
+PASSWORD = "a-long-enough-password"
+
+
+def make_user(email: str, role: str = "dermatologist", hospitals: list | None = None) -> "User":  # noqa: F821
+    from web.accounts import create_user
+
+    return create_user(email, PASSWORD, role, [hospital.name for hospital in hospitals or []], actor="test")
+
+
+def csrf_token(html: str) -> str:
+    import re
+
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+def log_in(client, email: str, password: str = PASSWORD):
+    """Log the Flask test client in through the login form, CSRF token and all."""
+    token = csrf_token(client.get("/login").text)
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": token})

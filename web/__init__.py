@@ -6,7 +6,7 @@ from flask import Flask
 from flask_migrate import Migrate
 
 from models import db
-from web import health, limits
+from web import accounts, health, limits
 from web.config import ROOT, Config, settle_secrets
 from web.queue import celery_init_app
 
@@ -35,6 +35,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(dashboard_bp)
+    accounts.init_app(app)
     health.init_app(app)
     limits.init_app(app)
     return app

@@ -10,6 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = ROOT / "worker" / "classifier" / "weights" / "lite0-20261128-062113"
 
 
+def resolve_path(stored: str) -> Path:
+    """A model artifact's stored path (relative to the project when inside it) as a path on this machine."""
+    path = Path(stored)
+    return path if path.is_absolute() else ROOT / path
+
+
 def _instance_dir() -> Path:
     return Path(os.environ.get("MELANOMA_INSTANCE", ROOT / "instance")).resolve()
 
@@ -39,8 +45,13 @@ def _celery_settings(defaults: dict) -> dict:
 class Config:
     # Required outside the embedded SQLite run, which makes its own (see settle_secrets).
     SECRET_KEY = os.environ.get("SECRET_KEY", "")
-    DASHBOARD_USER = os.environ.get("DASHBOARD_USER", "dermatologist")
-    DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD", "")
+    # Dashboard sessions end this long after login; cookies are HttpOnly, SameSite=Lax, and Secure where
+    # SESSION_COOKIE_SECURE=1 (behind HTTPS).
+    PERMANENT_SESSION_LIFETIME = int(float(os.environ.get("SESSION_HOURS", "12")) * 3600)
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "0") == "1"
+    # A form's CSRF token lives as long as its session (a page left open over lunch still posts).
+    WTF_CSRF_TIME_LIMIT = None
     INSTANCE_DIR = _instance_dir()
     SQLALCHEMY_DATABASE_URI = _database_url()
     REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -128,6 +128,13 @@ def task_args_in_broker(celery_app: Celery, queue: str, task_name: str) -> list[
     return found
 
 
+def queue_depth(celery_app: Celery, queue: str) -> int:
+    """Messages waiting in the queue (every priority), as kombu's Redis transport keeps them."""
+    with celery_app.connection_for_read() as connection:
+        channel = connection.default_channel
+        return sum(channel.client.llen(channel._q_for_pri(queue, priority)) for priority in channel.priority_steps)
+
+
 def consumers(celery_app: Celery, queue: str) -> list[str]:
     """The workers consuming this queue now: a broadcast over the broker, one second for the answers."""
     replies = celery_app.control.inspect(timeout=1.0).active_queues() or {}

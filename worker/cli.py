@@ -74,19 +74,12 @@ def promote(model_id: int):
               help="Why the champion is rejected; kept in the audit trail.")
 def rollback(reason: str):
     """Serve the previous champion again; the current one is marked rejected, with the reason."""
-    from models import AuditEvent, ModelVersion, db
-    from models.prediction import ModelStatus
+    from models import ModelVersion
 
-    champion, previous = ModelVersion.champion(), ModelVersion.previous_champion()
-    if previous is None:
-        raise click.ClickException("no earlier champion to roll back to; see `melanoma models list`")
-    previous.promote()
-    if champion is not None:
-        champion.status = ModelStatus.REJECTED
-        AuditEvent.record("cli", "model.rejected", f"model:{champion.id}", label=champion.label, reason=reason)
-    AuditEvent.record("cli", "model.rolled_back", f"model:{previous.id}", label=previous.label,
-                      replaced=champion.id if champion else None)
-    db.session.commit()
+    try:
+        previous, champion = ModelVersion.rollback("cli", reason)
+    except LookupError:
+        raise click.ClickException("no earlier champion to roll back to; see `melanoma models list`") from None
     click.echo(f"model {previous.id} {previous.label} is the champion again"
                + (f"; model {champion.id} is rejected ({reason})" if champion else ""))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 
 from models import AuditEvent, ModelVersion, db
-from web.config import ROOT
+from web.config import ROOT, resolve_path  # noqa: F401 (worker modules import it from here)
 from worker.classifier.artifacts import read_card
 
 
@@ -19,11 +19,6 @@ def stored_path(path: Path) -> str:
         return str(path.relative_to(ROOT))
     except ValueError:
         return str(path)
-
-
-def resolve_path(stored: str) -> Path:
-    path = Path(stored)
-    return path if path.is_absolute() else ROOT / path
 
 
 def register_model(model_dir: str | Path, promote: bool = False, actor: str = "system") -> ModelVersion:

@@ -13,7 +13,7 @@ from tests.conftest import POSTGRES_ADMIN_URL, TEST_SECRET
 from web import create_app
 
 TABLES = {"hospitals", "api_keys", "batches", "images", "predictions", "alerts", "model_versions", "audit_events",
-          "confirmed_diagnoses", "shift_measurements"}
+          "confirmed_diagnoses", "shift_measurements", "users", "user_hospitals"}
 
 
 def _migrate_round_trip(url: str, tmp_path):

@@ -3,15 +3,16 @@
 from flask import Response, current_app, g, request, url_for
 from sqlalchemy.orm import selectinload
 
-from models import Alert, Batch, ConfirmedDiagnosis, Image, Prediction, db
+from models import Alert, Batch, Prediction, db
 from models.base import MAX_ID
 from models.prediction import AlertStatus
+from web import alerts as alert_actions
 from web.api import bp
 from web.api.auth import require_api_key
 from web.api.errors import ApiError
 from web.ingest import IdempotencyConflict, Upload, create_batch
 from web.reliability import reliability
-from web.results import result_row, to_csv
+from web.results import batch_results, to_csv
 from web.storage import ImageStore
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -108,35 +109,6 @@ def get_batch(batch_id: int):
     return {**batch_json(_own_batch(batch_id)), "reliability_warning": reliability(g.hospital)["warning"]}
 
 
-def batch_results(batch: Batch) -> list[dict]:
-    """One row per image, with the prediction of the newest model that classified it."""
-    rows = []
-    images = db.session.scalars(
-        db.select(Image).where(Image.batch_id == batch.id).order_by(Image.id).options(
-            selectinload(Image.predictions).selectinload(Prediction.alert),
-            selectinload(Image.predictions).selectinload(Prediction.model_version),
-        )
-    )
-    images = images.all()
-    confirmed = ConfirmedDiagnosis.newest([image.id for image in images])
-    for image in images:
-        prediction = image.predictions[-1] if image.predictions else None
-        label = confirmed.get(image.id)
-        rows.append(result_row(
-            filename=image.filename, status=image.status, sha256=image.sha256,
-            predicted_class=prediction.predicted_class if prediction else None,
-            melanoma_probability=prediction.melanoma_probability if prediction else None,
-            # An alert of an earlier prediction stays the image's alert until it is closed.
-            alert=any(earlier.alert is not None and earlier.alert.status != AlertStatus.DISMISSED
-                      for earlier in image.predictions),
-            quality_warning=prediction.quality_warning if prediction else None,
-            rejection_reason=image.rejection_reason,
-            model_version=prediction.model_version.label if prediction else None, image_id=image.id,
-            confirmed_diagnosis=label.diagnosis if label else None, confirmed_method=label.method if label else None,
-        ))
-    return rows
-
-
 @bp.get("/batches/<int:batch_id>/results")
 @require_api_key
 def get_results(batch_id: int):
@@ -160,8 +132,8 @@ def list_alerts():
     """Highest melanoma probability first, `limit` at a time (default 1000, at most 5000); `total` counts
     them all and `next` is the URL of the rest."""
     status = request.args.get("status", AlertStatus.OPEN)
-    if status not in (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED):
-        raise ApiError(400, f"unknown alert status {status!r}; use open, acknowledged or resolved")
+    if status not in AlertStatus.ALL:
+        raise ApiError(400, f"unknown alert status {status!r}; use {', '.join(AlertStatus.ALL)}")
     limit = int_arg("limit", 1000, 1, 5000)
     offset = int_arg("offset", 0, 0, MAX_ID)
     where = (Alert.hospital_id == g.hospital.id, Alert.status == status)
@@ -178,13 +150,48 @@ def list_alerts():
             if more else None}
 
 
+def _own_alert(alert_id: int) -> Alert:
+    alert = db.session.get(Alert, alert_id) if alert_id <= MAX_ID else None
+    if alert is None or alert.hospital_id != g.hospital.id:
+        raise ApiError(404, f"no alert {alert_id} for this hospital")
+    return alert
+
+
+@bp.post("/alerts/<int:alert_id>/acknowledge")
+@require_api_key
+def acknowledge_alert(alert_id: int):
+    """Someone at the hospital has seen the alert; it stays on the worklist until it is resolved."""
+    alert = _own_alert(alert_id)
+    try:
+        alert_actions.acknowledge(alert, actor=f"hospital:{g.hospital.id}")
+    except alert_actions.ActionRefused as refused:
+        raise ApiError(409, str(refused)) from None
+    return alert_json(alert)
+
+
+@bp.post("/alerts/<int:alert_id>/resolve")
+@require_api_key
+def resolve_alert(alert_id: int):
+    """Close the alert with the picture's confirmed diagnosis: JSON {"diagnosis", "method", "confirmed_by"?}, as
+    one row of POST /diagnoses; the label is stored on every copy of the picture."""
+    alert = _own_alert(alert_id)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, 'send JSON: {"diagnosis": one of the 9 classes or "other", "method": histopathology, '
+                            'consensus, follow-up or clinical, "confirmed_by": optional}')
+    try:
+        label = alert_actions.resolve(alert, body.get("diagnosis", ""), body.get("method", ""),
+                               actor=f"hospital:{g.hospital.id}", confirmed_by=body.get("confirmed_by"))
+    except alert_actions.ActionRefused as refused:
+        raise ApiError(409 if alert.status in alert_actions.CLOSED else 422, str(refused)) from None
+    return {**alert_json(alert), "confirmed_diagnosis": label}
+
+
 @bp.get("/alerts/<int:alert_id>/heatmap")
 @require_api_key
 def alert_heatmap(alert_id: int):
     """Where the model looked for melanoma in the alerted image (PNG), once a worker has drawn it."""
-    alert = db.session.get(Alert, alert_id) if alert_id <= MAX_ID else None
-    if alert is None or alert.hospital_id != g.hospital.id:
-        raise ApiError(404, f"no alert {alert_id} for this hospital")
+    alert = _own_alert(alert_id)
     if not alert.heatmap_path:
         if alert.heatmap_error and alert.heatmap_attempts >= current_app.config["MAX_ATTEMPTS"]:
             raise ApiError(404, f"the heatmap could not be drawn: {alert.heatmap_error}")
@@ -211,6 +218,7 @@ def alert_json(alert: Alert) -> dict:
         "filename": image.filename,
         "sha256": image.sha256,
         "model_version": alert.prediction.model_version.label,
+        "image_id": image.id,
         "created_at": alert.created_at.isoformat(),
         "heatmap_url": url_for("api.alert_heatmap", alert_id=alert.id, _external=True) if alert.heatmap_path else None,
     }
