@@ -106,7 +106,7 @@ def test_the_streamed_upload_body_is_multipart_the_api_reads_file_for_file(clien
                            headers={"X-API-Key": key})
     assert response.status_code == 202, response.get_json()
     results = client.get(response.get_json()["results_url"], headers={"X-API-Key": key}).get_json()["results"]
-    assert [row["filename"] for row in results] == [str(path) for path in files]
+    assert [row["filename"] for row in results] == [path.name for path in files]  # a bare file: its name alone
     assert [row["sha256"] for row in results] == [file_sha256(path) for path in files]
 
 
