@@ -52,22 +52,22 @@ def actor() -> str:
     return f"user:{current_user.email}"
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    """Stored in UTC; SQLite gives it back without a time zone."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 @bp.app_template_filter("when")
 def when(value: dt.datetime | None) -> str:
-    """A timestamp with its time zone (stored in UTC; SQLite gives it back without one)."""
-    if value is None:
-        return ""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """A timestamp with its time zone."""
+    return "" if value is None else _utc(value).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @bp.app_template_filter("age")
 def age(value: dt.datetime | None) -> str:
     if value is None:
         return ""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
+    value = _utc(value)
     seconds = max(0, (dt.datetime.now(dt.UTC) - value).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:

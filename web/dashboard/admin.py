@@ -20,6 +20,13 @@ FIGURES = (("melanoma_auc", "melanoma AUC"), ("melanoma_sensitivity", "melanoma 
            ("accuracy", "accuracy"))
 
 
+def _get_or_404(record_class, record_id: int):
+    record = db.session.get(record_class, record_id) if record_id <= MAX_ID else None
+    if record is None:
+        abort(404)
+    return record
+
+
 @bp.get("/models")
 @admin_required
 def model_list():
@@ -37,9 +44,9 @@ def _model_dir(version: ModelVersion):
 @bp.get("/models/<int:model_id>/plots/<name>.png")
 @admin_required
 def model_plot(model_id: int, name: str):
-    version = db.session.get(ModelVersion, model_id) if model_id <= MAX_ID else None
-    path = _model_dir(version) / "evaluation" / f"{name}.png" if version and name in PLOTS else None
-    if path is None or not path.is_file():
+    version = _get_or_404(ModelVersion, model_id)
+    path = _model_dir(version) / "evaluation" / f"{name}.png"
+    if name not in PLOTS or not path.is_file():
         abort(404)
     return send_file(path, mimetype="image/png", max_age=3600)
 
@@ -47,9 +54,7 @@ def model_plot(model_id: int, name: str):
 @bp.post("/models/<int:model_id>/promote")
 @admin_required
 def model_promote(model_id: int):
-    version = db.session.get(ModelVersion, model_id) if model_id <= MAX_ID else None
-    if version is None:
-        abort(404)
+    version = _get_or_404(ModelVersion, model_id)
     if request.form.get("confirm") != "yes":
         return render_template("confirm.html", question=f"Serve {version.label} to every hospital from now on?",
                                detail=f"It replaces {(ModelVersion.champion() or version).label}; workers pick it "
@@ -105,9 +110,7 @@ def operations():
 @bp.post("/hospitals/<int:hospital_id>/keys")
 @admin_required
 def key_create(hospital_id: int):
-    hospital = db.session.get(Hospital, hospital_id) if hospital_id <= MAX_ID else None
-    if hospital is None:
-        abort(404)
+    hospital = _get_or_404(Hospital, hospital_id)
     key = hospital.issue_api_key()
     AuditEvent.record(actor(), "hospital.key_issued", f"hospital:{hospital.id}")
     db.session.commit()
@@ -117,9 +120,7 @@ def key_create(hospital_id: int):
 @bp.post("/keys/<int:key_id>/revoke")
 @admin_required
 def key_revoke(key_id: int):
-    key = db.session.get(ApiKey, key_id) if key_id <= MAX_ID else None
-    if key is None:
-        abort(404)
+    key = _get_or_404(ApiKey, key_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         AuditEvent.record(actor(), "hospital.key_revoked", f"hospital:{key.hospital_id}", prefix=key.prefix)
