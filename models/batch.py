@@ -71,12 +71,16 @@ class Batch(db.Model):
 
 class Image(db.Model):
     __tablename__ = "images"
-    __table_args__ = (db.Index("ix_images_hospital_id_sha256", "hospital_id", "sha256"),)
+    __table_args__ = (db.Index("ix_images_hospital_id_sha256", "hospital_id", "sha256"),
+                      db.Index("ix_images_hospital_id_patient_ref", "hospital_id", "patient_ref"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
     hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"), index=True)
     filename: Mapped[str] = mapped_column(String(500))
+    # The hospital's pseudonymous codes for the patient and the lesion, where it sent them (web/references.py).
+    patient_ref: Mapped[str | None] = mapped_column(String(100))
+    lesion_ref: Mapped[str | None] = mapped_column(String(100))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     # Where the bytes live, relative to the storage root; identical content is stored once.
     storage_path: Mapped[str | None] = mapped_column(String(300))

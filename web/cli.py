@@ -206,14 +206,18 @@ def _require_migrated(app) -> None:
 @click.option("--idempotency-key", help="Reuse to make a retried upload return the same batch.")
 @click.option("--stall-minutes", default=30.0, show_default=True, type=float,
               help="Stop waiting when no image has finished for this long (the batch stays on the server).")
-def submit(paths, server, api_key, wait, out, idempotency_key, stall_minutes):
+@click.option("--references", type=click.Path(dir_okay=False),
+              help="A CSV with columns file,patient,lesion: your codes for the patient and lesion of each picture "
+                   "(file as sent: the path below the folder given).")
+def submit(paths, server, api_key, wait, out, idempotency_key, stall_minutes, references):
     """Upload image files and folders (recursively) as one batch."""
-    from web.client import Client, SubmitError, collect_uploads
+    from web.client import Client, SubmitError, collect_uploads, read_references
 
     try:
         files = collect_uploads(list(paths))
+        references = read_references(references, files) if references else None
         client = Client(server, api_key)
-        batch = client.submit(files, idempotency_key=idempotency_key)
+        batch = client.submit(files, idempotency_key=idempotency_key, references=references)
         click.echo(f"batch {batch['id']}: {batch['image_count']} images queued, {batch['url']}", err=True)
         if wait or out:
             batch = client.wait(batch, show_progress=sys.stderr.isatty(), stall_seconds=stall_minutes * 60)

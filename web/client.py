@@ -9,6 +9,8 @@ import requests
 from tqdm import tqdm
 from urllib3.fields import RequestField
 
+from web.references import ReferencesError, parse_references
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
@@ -35,6 +37,20 @@ def collect_uploads(paths: list[str]) -> list[tuple[Path, str]]:
     return files
 
 
+def read_references(path: str, files: list[tuple[Path, str]]) -> str:
+    """The references CSV at path, checked against the names the files are sent under, as the server will
+    check it: a mistake stops the submission here, before anything is uploaded."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SubmitError(f"{path}: cannot read the references as UTF-8 text: {error}") from None
+    try:
+        parse_references(text, [name for _, name in files])
+    except ReferencesError as error:
+        raise SubmitError(f"{path}: {error}") from None
+    return text
+
+
 def collect_files(paths: list[str]) -> list[Path]:
     """The local files collect_uploads finds."""
     return [path for path, _ in collect_uploads(paths)]
@@ -48,10 +64,17 @@ class MultipartFiles:
 
     CHUNK_BYTES = 1 << 20
 
-    def __init__(self, files: list[tuple[Path, str]] | list[Path], field: str = "files"):
+    def __init__(self, files: list[tuple[Path, str]] | list[Path], field: str = "files",
+                 fields: dict[str, str] | None = None):
         boundary = uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={boundary}"
-        self._parts = []
+        # Text fields (the references CSV) go first, whole, as (head, text, size); files follow, read as sent.
+        self._parts: list[tuple[bytes, Path | bytes, int]] = []
+        for name, text in (fields or {}).items():
+            header = RequestField(name, b"")
+            header.make_multipart(content_type="text/plain; charset=utf-8")
+            data = text.encode()
+            self._parts.append((f"--{boundary}\r\n".encode() + header.render_headers().encode(), data, len(data)))
         for entry in files:
             path, name = entry if isinstance(entry, tuple) else (entry, entry.name)
             header = RequestField(field, b"", filename=name)
@@ -67,6 +90,9 @@ class MultipartFiles:
     def __iter__(self):
         for head, path, size in self._parts:
             yield head
+            if isinstance(path, bytes):
+                yield path + b"\r\n"
+                continue
             with path.open("rb") as file:
                 remaining = size
                 while remaining:
@@ -108,11 +134,12 @@ class Client:
         return response
 
     def submit(self, files: list[tuple[Path, str]] | list[Path], idempotency_key: str | None = None,
-               attempts: int = 3) -> dict:
-        """Upload the files as one batch. A dropped connection is retried with the same Idempotency-Key,
-        so the server makes one batch however many times the upload is sent."""
+               attempts: int = 3, references: str | None = None) -> dict:
+        """Upload the files as one batch, with the references CSV (web/references.py) where given. A dropped
+        connection is retried with the same Idempotency-Key, so the server makes one batch however many
+        times the upload is sent."""
         key = idempotency_key or uuid.uuid4().hex
-        body = MultipartFiles(files)
+        body = MultipartFiles(files, fields={"references": references} if references is not None else None)
         for attempt in range(1, attempts + 1):
             try:
                 return self._request("POST", "/api/v1/batches", data=body,

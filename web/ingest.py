@@ -96,11 +96,14 @@ class IdempotencyConflict(Exception):
 
 
 def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key: str | None = None,
-                 actor: str | None = None) -> tuple[Batch, bool]:
+                 actor: str | None = None,
+                 references: dict[str, tuple[str | None, str | None]] | None = None) -> tuple[Batch, bool]:
     """Create the batch and its images; returns (batch, created). A repeated idempotency key with the same
     files (names and contents, in order) returns the batch made the first time, and creates nothing; with
     other files it raises IdempotencyConflict. Uploads are consumed one at a time, so a batch of thousands
-    of files never sits in memory at once."""
+    of files never sits in memory at once. references are the hospital's (patient, lesion) codes by file
+    name (web/references.py)."""
+    references = references or {}
     if idempotency_key:
         existing = _batch_for_key(hospital.id, idempotency_key)
         if existing:
@@ -116,6 +119,7 @@ def create_batch(hospital: Hospital, uploads: Iterable[Upload], idempotency_key:
         reason = check_image(upload.data, max_bytes, upload.size, formats=config["IMAGE_FORMATS"],
                              max_pixels=config["MAX_IMAGE_PIXELS"])
         image = Image(batch=batch, hospital_id=hospital.id, filename=upload.filename, size_bytes=upload.byte_count)
+        image.patient_ref, image.lesion_ref = references.get(upload.filename, (None, None))
         if reason:
             image.sha256 = upload.digest
             image.status, image.rejection_reason = ImageStatus.REJECTED, reason

@@ -8,7 +8,7 @@ from sqlalchemy.orm import selectinload
 from models import Batch, ConfirmedDiagnosis, Image, Prediction, db
 from models.prediction import AlertStatus
 
-RESULT_COLUMNS = ("filename", "status", "predicted_class", "melanoma_probability", "alert", "quality_warning",
+RESULT_COLUMNS = ("filename", "patient_ref", "lesion_ref", "status", "predicted_class", "melanoma_probability", "alert", "quality_warning",
                   "rejection_reason", "sha256", "model_version", "image_id", "confirmed_diagnosis",
                   "confirmed_method", "repeat_of_image_id")
 
@@ -17,11 +17,14 @@ def result_row(filename: str, status: str, sha256: str = "", predicted_class: st
                melanoma_probability: float | None = None, alert: bool = False, quality_warning: str | None = None,
                rejection_reason: str | None = None, model_version: str | None = None, image_id: int | None = None,
                confirmed_diagnosis: str | None = None, confirmed_method: str | None = None,
-               repeat_of_image_id: int | None = None) -> dict:
+               repeat_of_image_id: int | None = None, patient_ref: str | None = None,
+               lesion_ref: str | None = None) -> dict:
     """One image's row. image_id and the confirmed diagnosis (the newest one recorded, with how it was
     confirmed) are there for results from the server, so a hospital can name the image when it posts one."""
     return {
         "filename": filename,
+        "patient_ref": patient_ref,
+        "lesion_ref": lesion_ref,
         "status": status,
         "predicted_class": predicted_class,
         "melanoma_probability": None if melanoma_probability is None else round(float(melanoma_probability), 6),
@@ -77,7 +80,8 @@ def batch_results(batch: Batch) -> list[dict]:
         prediction = image.predictions[-1] if image.predictions else None
         label = confirmed.get(image.id)
         rows.append(result_row(
-            filename=image.filename, status=image.status, sha256=image.sha256,
+            filename=image.filename, patient_ref=image.patient_ref, lesion_ref=image.lesion_ref,
+            status=image.status, sha256=image.sha256,
             predicted_class=prediction.predicted_class if prediction else None,
             melanoma_probability=prediction.melanoma_probability if prediction else None,
             # An alert of an earlier prediction stays the image's alert until it is closed; a repeated picture

@@ -12,8 +12,10 @@ from models.hospital import ApiKey
 from tests.conftest import IDLE_REDIS_DB, REDIS_BASE_URL, ROOT, make_hospital, make_png
 
 
-def upload(client, key, files, headers=None):
+def upload(client, key, files, headers=None, references=None):
     data = {"files": [(io.BytesIO(content), name) for name, content in files]}
+    if references is not None:
+        data["references"] = references
     return client.post("/api/v1/batches", data=data, content_type="multipart/form-data",
                        headers={"X-API-Key": key, **(headers or {})})
 
@@ -66,6 +68,31 @@ def test_unreadable_files_are_rejected_with_reasons_and_the_rest_goes_on(client,
     assert reasons["empty.jpg"] == "empty file"
     assert "not an image we can read" in reasons["text.jpg"]
     assert "unsupported image format GIF" in reasons["pic.gif"]
+
+
+def test_patient_and_lesion_references_are_stored_and_returned_and_a_wrong_csv_stores_nothing(client, hospital):
+    _, key = hospital
+    files = [("a.png", make_png()), ("sub/b.png", make_png(colour=(1, 2, 3))), ("c.png", make_png(colour=(4, 5, 6)))]
+    for references, complaint in (
+            ("file,name\na.png,Jane\n", "first line must name the columns"),
+            ("patient,lesion\nP1,L1\n", "first line must name the columns"),
+            ("file,patient\nd.png,P1\n", "line 2: 'd.png' is not a file of this batch"),
+            ("file,patient\na.png,P1\na.png,P2\n", "line 3: 'a.png' is named twice"),
+            ("file,patient,lesion\na.png,P1\n", "line 2: 2 values for 3 columns"),
+            ("file,patient\na.png," + "x" * 101 + "\n", "at most 100 characters")):
+        response = upload(client, key, files, references=references)
+        assert response.status_code == 400 and complaint in response.get_json()["error"], response.get_json()
+        assert "nothing was stored" in response.get_json()["error"]
+    assert db.session.scalar(db.select(db.func.count(Image.id))) == 0
+    references = "\ufeffFile, Patient ,lesion\na.png,P-00417,left shoulder\n\nsub/b.png,P-00417,\n"
+    body = upload(client, key, files, references=references).get_json()
+    json_rows = client.get(body["results_url"], headers={"X-API-Key": key}).get_json()["results"]
+    assert [(row["filename"], row["patient_ref"], row["lesion_ref"]) for row in json_rows] == [
+        ("a.png", "P-00417", "left shoulder"), ("sub/b.png", "P-00417", None), ("c.png", None, None)]
+    csv_rows = list(csv.DictReader(io.StringIO(
+        client.get(body["results_url"] + "?format=csv", headers={"X-API-Key": key}).text)))
+    assert [(row["patient_ref"], row["lesion_ref"]) for row in csv_rows] == [
+        ("P-00417", "left shoulder"), ("P-00417", ""), ("", "")]
 
 
 def test_batch_with_only_bad_files_is_done_at_once(client, hospital):

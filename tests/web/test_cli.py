@@ -61,9 +61,12 @@ def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, work
     for path in dataset_images("melanoma", 2) + dataset_images("nevus", 2):
         (folder / "day1" / path.name).write_bytes(path.read_bytes())
     (folder / "notes.txt").write_text("skipped: not an image suffix")
+    first = dataset_images("melanoma", 1)[0].name
+    (tmp_path / "refs.csv").write_text(f"file,patient,lesion\nday1/{first},P-00417,left shoulder\n")
     out = tmp_path / "results.csv"
     env = {**worker_env(backend_settings[backend]), "MELANOMA_SERVER": live_server, "MELANOMA_API_KEY": key}
-    result = subprocess.run([*MELANOMA_CLI, "submit", str(folder), "--wait", "--out", str(out)], cwd=ROOT, env=env,
+    result = subprocess.run([*MELANOMA_CLI, "submit", str(folder), "--wait", "--out", str(out),
+                             "--references", str(tmp_path / "refs.csv")], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr + worker.output()[-3000:]
     assert f"warning: {WARNING}" in result.stderr
@@ -73,6 +76,8 @@ def test_submit_uploads_a_folder_waits_and_writes_the_csv(app, live_server, work
     # Names below the folder given: the local path (which can name patients) never reaches the server.
     assert sorted(row["filename"] for row in rows) == sorted(
         f"day1/{path.name}" for path in dataset_images("melanoma", 2) + dataset_images("nevus", 2))
+    assert {row["filename"]: (row["patient_ref"], row["lesion_ref"]) for row in rows if row["patient_ref"]} == {
+        f"day1/{first}": ("P-00417", "left shoulder")}
     db.session.expire_all()
     assert db.session.get(Batch, batch_id).status == "done"
 
@@ -95,7 +100,8 @@ def test_the_streamed_upload_body_is_multipart_the_api_reads_file_for_file(clien
         copy = tmp_path / f'{index} "quoted" name{path.suffix}'
         copy.write_bytes(path.read_bytes())
         files.append(copy)
-    body = MultipartFiles(files)
+    references = f"file,patient,lesion\n{files[0].name},P-1,back\n"
+    body = MultipartFiles([(path, path.name) for path in files], fields={"references": references})
     MultipartFiles.CHUNK_BYTES, chunk_bytes = 1000, MultipartFiles.CHUNK_BYTES  # many chunks a file
     try:
         sent = b"".join(body)
@@ -107,6 +113,8 @@ def test_the_streamed_upload_body_is_multipart_the_api_reads_file_for_file(clien
     assert response.status_code == 202, response.get_json()
     results = client.get(response.get_json()["results_url"], headers={"X-API-Key": key}).get_json()["results"]
     assert [row["filename"] for row in results] == [path.name for path in files]  # a bare file: its name alone
+    assert [(row["patient_ref"], row["lesion_ref"]) for row in results] == [("P-1", "back"), (None, None),
+                                                                            (None, None)]
     assert [row["sha256"] for row in results] == [file_sha256(path) for path in files]
 
 
@@ -118,6 +126,21 @@ def test_submit_without_a_key_or_server_says_what_to_do(tmp_path):
     no_server = subprocess.run([*MELANOMA_CLI, "submit", str(image), "--server", "http://127.0.0.1:9",
                                 "--api-key", "k"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert no_server.returncode != 0 and "cannot reach" in no_server.stderr
+
+
+def test_submit_checks_the_references_before_it_uploads_anything(tmp_path):
+    folder = tmp_path / "clinic"
+    (folder / "day1").mkdir(parents=True)
+    image = dataset_images("nevus", 1)[0]
+    (folder / "day1" / "a.jpg").write_bytes(image.read_bytes())
+    references = tmp_path / "refs.csv"
+    references.write_text("file,patient\na.jpg,P-1\n")  # the name is sent as day1/a.jpg
+    # The server is unreachable: an error about the references proves nothing was sent.
+    result = subprocess.run([*MELANOMA_CLI, "submit", str(folder), "--references", str(references),
+                             "--server", "http://127.0.0.1:9", "--api-key", "k"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "'a.jpg' is not a file of this batch" in result.stderr, result.stderr
+    assert "cannot reach" not in result.stderr
 
 
 def test_melanoma_help_lists_the_web_and_the_worker_commands_and_not_flasks_generic_ones():

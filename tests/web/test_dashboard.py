@@ -131,6 +131,29 @@ def test_a_dermatologist_sees_only_the_hospitals_they_are_assigned_to(app, clien
     assert client.get("/models").status_code == 403 and client.get("/operations").status_code == 403
 
 
+def test_the_hospitals_patient_and_lesion_references_show_filter_and_gather_a_patients_pictures(app, client):
+    hospital, _ = make_hospital()
+    make_user("derm@example.org", hospitals=[hospital])
+    first, second, third = _alerts(hospital, 3)
+    images = [alert.prediction.image for alert in (first, second, third)]
+    images[0].patient_ref, images[0].lesion_ref = "P-00417", "left shoulder"
+    images[1].patient_ref, images[1].lesion_ref = "P-00417", "back"
+    images[2].patient_ref = "P-9"
+    db.session.commit()
+    log_in(client, "derm@example.org")
+    page = client.get("/").text
+    assert "patient <a" in page and "lesion left shoulder" in page
+    mine = client.get("/?patient=P-00417").text
+    assert "2 alerts" in mine and "lesion back" in mine and "P-9" not in mine
+    assert "0 alerts" in client.get("/?patient=P-0041").text  # a reference is matched whole
+    alert_page = client.get(f"/alerts/{first.id}").text
+    assert "P-00417, left shoulder" in alert_page and "Other pictures of patient P-00417" in alert_page
+    others = alert_page.split('id="patient-pictures"')[1].split("</table>")[0]
+    assert images[1].filename in others and images[0].filename not in others and images[2].filename not in others
+    assert f"/alerts/{second.id}" in others
+    assert "the only picture of this patient" in client.get(f"/alerts/{third.id}").text
+
+
 def test_alert_actions_on_the_page_are_recorded_and_a_resolution_is_a_confirmed_label(app, client):
     hospital, _ = make_hospital()
     make_user("derm@example.org", hospitals=[hospital])
@@ -204,7 +227,7 @@ def test_the_batch_page_reports_progress_and_its_images(app, client):
     db.session.commit()
     progress = client.get(f"/batches/{batch.id}/progress.json").get_json()
     assert progress["finished"] == 2 and progress["seconds_left"] is not None
-    assert client.get(f"/batches/{batch.id}/results.csv").text.startswith("filename,status")
+    assert client.get(f"/batches/{batch.id}/results.csv").text.startswith("filename,patient_ref,lesion_ref,status")
     assert f'href="/batches/{batch.id}"' in client.get("/batches").text
 
 

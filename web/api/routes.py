@@ -11,6 +11,7 @@ from web.api import bp
 from web.api.auth import require_api_key
 from web.api.errors import ApiError
 from web.ingest import IdempotencyConflict, Upload, create_batch
+from web.references import ReferencesError, parse_references
 from web.reliability import reliability
 from web.results import batch_results, to_csv
 from web.storage import ImageStore
@@ -41,7 +42,8 @@ def batch_json(batch: Batch) -> dict:
 @bp.post("/batches")
 @require_api_key
 def create_batch_view():
-    """Multipart upload: every file part (any field name) is one image of the batch."""
+    """Multipart upload: every file part (any field name) is one image of the batch; an optional `references`
+    text field is a CSV of the hospital's patient and lesion codes for them (web/references.py)."""
     files = [storage for _, storage in request.files.items(multi=True)]
     if not files and request.mimetype == "multipart/form-data" and request.content_length and not request.form:
         # Werkzeug drops the whole body, silently, when a part header is not UTF-8 (a file name in Latin-1).
@@ -54,12 +56,17 @@ def create_batch_view():
     key = request.headers.get("Idempotency-Key", "").strip() or None
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
+    names = [_clean_filename(storage.filename, index) for index, storage in enumerate(files, start=1)]
+    try:
+        references = parse_references(request.form.get("references", ""), names) \
+            if "references" in request.form else None
+    except ReferencesError as error:
+        raise ApiError(400, f"{error}; nothing was stored") from None
     # A file over MAX_FILE_MB is measured and hashed on its stream, never read into memory, and rejected.
     max_bytes = current_app.config["MAX_FILE_MB"] * 1024 * 1024
-    uploads = (Upload.from_stream(_clean_filename(storage.filename, index), storage.stream, max_bytes)
-               for index, storage in enumerate(files, start=1))
+    uploads = (Upload.from_stream(name, storage.stream, max_bytes) for name, storage in zip(names, files))
     try:
-        batch, created = create_batch(g.hospital, uploads, idempotency_key=key)
+        batch, created = create_batch(g.hospital, uploads, idempotency_key=key, references=references)
     except IdempotencyConflict as conflict:
         raise ApiError(422, str(conflict)) from None
     body = batch_json(batch)

@@ -38,7 +38,7 @@ def _filters() -> dict:
         abort(400, f"status is one of {', '.join(STATUS_FILTERS)}; quality one of {', '.join(QUALITY_FILTERS)}")
     hospital = request.args.get("hospital", "")
     return {"status": status, "quality": quality, "hospital": int(hospital) if hospital.isdigit() else None,
-            "since": _date("since"), "until": _date("until")}
+            "since": _date("since"), "until": _date("until"), "patient": request.args.get("patient", "").strip()}
 
 
 @bp.get("/")
@@ -53,17 +53,21 @@ def worklist():
         where.append(Alert.created_at >= chosen["since"])
     if chosen["until"]:
         where.append(Alert.created_at < chosen["until"] + dt.timedelta(days=1))
+    if chosen["patient"]:
+        where.append(Image.patient_ref == chosen["patient"])
     if chosen["quality"] != "any":
         warned = Prediction.quality_warning.is_not(None)
         where.append(warned if chosen["quality"] == "warning" else ~warned)
     counts = dict(db.session.execute(db.select(Alert.status, db.func.count(Alert.id)).join(Prediction)
+                                     .join(Image, Prediction.image_id == Image.id)
                                      .where(*where).group_by(Alert.status)).all())
     counts = {status: counts.get(status, 0) for status in AlertStatus.ALL}
     statuses = STATUS_FILTERS[chosen["status"]]
     total = sum(counts[status] for status in statuses)
     rows = db.session.execute(
         db.select(Alert.id, Alert.status, Alert.melanoma_probability, Alert.threshold, Alert.created_at,
-                  Image.id.label("image_id"), Image.batch_id, Image.filename, Prediction.quality_warning,
+                  Image.id.label("image_id"), Image.batch_id, Image.filename, Image.patient_ref, Image.lesion_ref,
+                  Prediction.quality_warning,
                   Hospital.name.label("hospital"), User.email.label("assigned_to"))
         .join(Prediction, Alert.prediction_id == Prediction.id).join(Image, Prediction.image_id == Image.id)
         .join(Hospital, Alert.hospital_id == Hospital.id).outerjoin(User, Alert.assigned_user_id == User.id)
@@ -90,9 +94,20 @@ def alert_page(alert_id: int):
         db.select(Image.id, Image.batch_id, Image.filename, Image.created_at)
         .where(Image.hospital_id == image.hospital_id, Image.sha256 == image.sha256).order_by(Image.id)).all()
     confirmed = ConfirmedDiagnosis.newest([image.id]).get(image.id)
+    # The patient's other pictures, newest first, to compare a lesion over time and with its neighbours.
+    patient_pictures = db.session.execute(
+        db.select(Image.id, Image.batch_id, Image.filename, Image.lesion_ref, Image.created_at,
+                  Prediction.melanoma_probability, Alert.id.label("alert_id"))
+        .outerjoin(Prediction, Prediction.id == db.select(db.func.max(Prediction.id))
+                   .where(Prediction.image_id == Image.id).correlate(Image).scalar_subquery())
+        .outerjoin(Alert, Alert.prediction_id == Prediction.id)
+        .where(Image.hospital_id == image.hospital_id, Image.patient_ref == image.patient_ref,
+               Image.sha256 != image.sha256)
+        .order_by(Image.id.desc()).limit(PAGE_SIZE)).all() if image.patient_ref else []
     probabilities = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
     return render_template(
         "alert.html", alert=alert, prediction=prediction, image=image, submissions=submissions,
+        patient_pictures=patient_pictures,
         confirmed=confirmed, probabilities=probabilities, history=actions.history(alert),
         hospital=db.session.get(Hospital, alert.hospital_id), batch=db.session.get(Batch, image.batch_id),
         warning=reliability(db.session.get(Hospital, alert.hospital_id))["warning"],
