@@ -54,10 +54,14 @@ def test_a_dermatologist_works_an_alert_through_in_the_browser(app, live_server,
     pictures = dataset_images("melanoma", 8) + dataset_images("nevus", 4)
     headers = {"X-API-Key": key_a}
 
+    # Four patients, each with lesions of their own: the hospital's codes travel beside the pictures.
+    references = "file,patient,lesion\n" + "".join(f"{path.name},P-{1040 + i % 4},L{i // 4 + 1}\n"
+                                                     for i, path in enumerate(pictures))
+
     def submit() -> int:
         answer = requests.post(f"{live_server}/api/v1/batches", headers=headers, timeout=60,
-                               files=[("files", (f"patient-{i}/lesion.jpg", path.read_bytes()))
-                                      for i, path in enumerate(pictures)])
+                               data={"references": references},
+                               files=[("files", (path.name, path.read_bytes())) for path in pictures])
         assert answer.status_code == 202, answer.text
         return answer.json()["id"]
 
@@ -80,6 +84,8 @@ def test_a_dermatologist_works_an_alert_through_in_the_browser(app, live_server,
     page.goto(f"{live_server}/")
     assert page.locator("#alerts tbody tr").count() == len(alerts)
     _screenshot(page, "worklist", tmp_path)
+    patient = alerts[0].prediction.image.patient_ref
+    assert patient and f"patient {patient}" in page.inner_text("#alerts")
     page.click("#alerts tbody tr:first-child td:nth-child(2) a")
     page.wait_for_url(f"{live_server}/alerts/{alerts[0].id}")
     deadline = time.monotonic() + 120
@@ -93,6 +99,7 @@ def test_a_dermatologist_works_an_alert_through_in_the_browser(app, live_server,
     page.uncheck("#heatmap-toggle")
     assert not page.is_visible("#heatmap")
     page.check("#heatmap-toggle")
+    assert page.locator("#patient-pictures tbody tr").count() == 2  # the patient's two other pictures
     _screenshot(page, "alert", tmp_path)
 
     # Resolve it with the confirmed diagnosis: the alert closes, the history says who, the label is stored.
@@ -118,7 +125,9 @@ def test_a_dermatologist_works_an_alert_through_in_the_browser(app, live_server,
     again = submit()
     page.goto(f"{live_server}/batches/{again}")
     page.wait_for_function("document.getElementById('p-status').textContent === 'done'", timeout=180_000)
-    assert page.locator("#images .badge.repeat").count() == len(pictures)
+    # The table is fetched again once the batch is done: wait for it rather than race it.
+    page.wait_for_function(f"document.querySelectorAll('#images .badge.repeat').length === {len(pictures)}",
+                           timeout=30_000)
     db.session.expire_all()
     assert db.session.scalar(db.select(db.func.count(Alert.id))) == len(alerts)
 
@@ -130,9 +139,61 @@ def test_a_dermatologist_works_an_alert_through_in_the_browser(app, live_server,
         assert other.goto(f"{live_server}{url}").status == 404, url
     assert other.locator("#alerts").count() == 0
 
+    # At tablet width every page fits: wide tables scroll in their own box, never the whole page.
+    page.set_viewport_size({"width": 768, "height": 1024})
+    for url in ("/", f"/batches/{batch_id}", "/batches", f"/alerts/{alerts[0].id}"):
+        page.goto(f"{live_server}{url}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 768, url
+    _screenshot(page, "tablet-alert", tmp_path)
+
     # Logging out ends the session: the pages send the browser to the login again.
     page.goto(f"{live_server}/")
     page.click("#logout")
     page.wait_for_url("**/login")
     page.goto(f"{live_server}/alerts/{alerts[0].id}")
     assert "/login" in page.url
+
+
+def test_an_admin_keeps_models_workers_and_keys_from_the_keyboard(app, live_server, worker, browser, tmp_path):
+    from web.config import DEFAULT_MODEL_DIR
+    from worker.registry import ensure_champion
+
+    champion = ensure_champion(DEFAULT_MODEL_DIR)
+    hospital, _ = make_hospital("St Mary's")
+    make_user("admin@stmarys.org", role="admin")
+    page = browser.new_context(viewport={"width": 768, "height": 1024}).new_page()
+
+    # Signed in with the keyboard alone: tab between the fields, Enter sends the form.
+    page.goto(f"{live_server}/login")
+    page.focus("input[name=email]")
+    page.keyboard.type("admin@stmarys.org")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server}/")
+
+    # The registry with the serving model's figures and plots, which load.
+    page.goto(f"{live_server}/models")
+    assert champion.label in page.inner_text("#models") and "serving" in page.inner_text("#models")
+    plots = page.locator("details[open] img")
+    assert plots.count() > 0, "the champion's plots are missing from its model page"
+    assert all(plot.evaluate("image => image.complete && image.naturalWidth > 0") for plot in plots.all())
+    assert page.evaluate("document.documentElement.scrollWidth") <= 768
+
+    # Operations: the worker of this test consumes the inference queue.
+    page.goto(f"{live_server}/operations")
+    row = page.locator("#queues tbody tr", has_text="inference").inner_text()
+    assert "@" in row and "none" not in row and "unreachable" not in row, row
+    assert page.evaluate("document.documentElement.scrollWidth") <= 768
+    _screenshot(page, "tablet-operations", tmp_path)
+
+    # A key issued here is shown once and works at once; revoked, it is refused at once.
+    page.locator(".card", has_text="St Mary's").locator("button", has_text="Issue a new key").press("Enter")
+    key = page.inner_text("#new-key").strip()
+    assert key.startswith("mk_")
+    assert requests.get(f"{live_server}/api/v1/alerts", headers={"X-API-Key": key}, timeout=30).status_code == 200
+    page.goto(f"{live_server}/operations")
+    assert key not in page.content()
+    page.locator("li", has_text=key[:10]).locator("button", has_text="Revoke").click()
+    page.wait_for_selector("text=revoked: it is refused from the next request on")
+    assert requests.get(f"{live_server}/api/v1/alerts", headers={"X-API-Key": key}, timeout=30).status_code == 401

@@ -152,6 +152,15 @@ def test_the_hospitals_patient_and_lesion_references_show_filter_and_gather_a_pa
     assert images[1].filename in others and images[0].filename not in others and images[2].filename not in others
     assert f"/alerts/{second.id}" in others
     assert "the only picture of this patient" in client.get(f"/alerts/{third.id}").text
+    # The patient's picture sent again is a repeat: listed once, as its first copy.
+    batch, _ = create_batch(hospital, [Upload("again.png", client.get(f"/images/{images[1].id}").data)],
+                            references={"again.png": ("P-00417", "back")})
+    db.session.add(Prediction(image_id=batch.images[0].id, model_version=first.prediction.model_version,
+                              predicted_class="melanoma", probabilities={}, melanoma_probability=0.9,
+                              repeat_of_id=second.prediction_id))
+    db.session.commit()
+    others = client.get(f"/alerts/{first.id}").text.split('id="patient-pictures"')[1].split("</table>")[0]
+    assert "again.png" not in others and images[1].filename in others
 
 
 def test_alert_actions_on_the_page_are_recorded_and_a_resolution_is_a_confirmed_label(app, client):

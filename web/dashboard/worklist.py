@@ -94,7 +94,8 @@ def alert_page(alert_id: int):
         db.select(Image.id, Image.batch_id, Image.filename, Image.created_at)
         .where(Image.hospital_id == image.hospital_id, Image.sha256 == image.sha256).order_by(Image.id)).all()
     confirmed = ConfirmedDiagnosis.newest([image.id]).get(image.id)
-    # The patient's other pictures, newest first, to compare a lesion over time and with its neighbours.
+    # The patient's other pictures, newest first, to compare a lesion over time and with its neighbours; a
+    # picture sent again appears once, as its first copy, which holds the alert.
     patient_pictures = db.session.execute(
         db.select(Image.id, Image.batch_id, Image.filename, Image.lesion_ref, Image.created_at,
                   Prediction.melanoma_probability, Alert.id.label("alert_id"))
@@ -102,7 +103,7 @@ def alert_page(alert_id: int):
                    .where(Prediction.image_id == Image.id).correlate(Image).scalar_subquery())
         .outerjoin(Alert, Alert.prediction_id == Prediction.id)
         .where(Image.hospital_id == image.hospital_id, Image.patient_ref == image.patient_ref,
-               Image.sha256 != image.sha256)
+               Image.sha256 != image.sha256, Prediction.repeat_of_id.is_(None))  # a resent picture once
         .order_by(Image.id.desc()).limit(PAGE_SIZE)).all() if image.patient_ref else []
     probabilities = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
     return render_template(
