@@ -114,6 +114,7 @@ def _classify(model, image_ids: list[int]) -> dict:
                                              Prediction.model_version_id == model.version_id)
     ))
     pending, repeats = [], []
+    _lock_pictures([image for image in images if image.id not in already])
     earlier = _earlier_predictions(model, [image for image in images if image.id not in already])
     for image in images:
         if image.id in already:
@@ -172,6 +173,19 @@ def _classify(model, image_ids: list[int]) -> dict:
         for alert in new_alerts:
             celery_app.send_task(EXPLAIN_ALERT, args=[alert.id], queue=EXPLAIN_QUEUE)
     return {"predicted": len(to_predict), "rejected": rejected, "alerts": len(new_alerts), "repeats": len(repeats)}
+
+
+def _lock_pictures(images: list[Image]) -> None:
+    """On PostgreSQL, hold a transaction lock on each (hospital, picture) until this chunk commits: a worker
+    classifying the same picture for the same hospital at the same time waits, then finds this one's result
+    and repeats it, so two copies never raise two alerts. Keys in order, so two chunks never deadlock; a
+    key shared by two pictures (a 60-bit hash) only makes one wait for the other. SQLite needs none: it has
+    one writer at a time, and the embedded run one worker."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    keys = sorted({(int(image.sha256[:15], 16) << 3) ^ image.hospital_id for image in images})
+    for key in keys:
+        db.session.execute(db.select(db.func.pg_advisory_xact_lock(key)))
 
 
 def _earlier_predictions(model, images: list[Image]) -> dict:

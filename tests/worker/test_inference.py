@@ -337,6 +337,40 @@ def test_two_runs_of_one_task_at_the_same_time_write_one_prediction_per_image(ap
     assert sum(result["predicted"] for result in results) == 6
 
 
+def test_the_same_pictures_classified_by_two_workers_at_once_raise_one_alert_each(app, backend):
+    import threading
+
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers, and the embedded run has one worker")
+    files = _real_images(6)
+    hospital, _ = make_hospital()
+    batches = [create_batch(hospital, [Upload(f"{copy}-{name}", data) for name, data in files])[0]
+               for copy in ("first", "second")]
+    champion_threshold_zero(app, [])  # load the model once, outside the race; every picture alerts
+    chunks = [[image.id for image in batch.images] for batch in batches]
+    start, results, errors = threading.Barrier(2), [], []
+
+    def run(ids):
+        with app.app_context():
+            try:
+                start.wait()
+                results.append(inference.classify_images(ids))
+            except Exception as error:  # reported below; the test fails on any
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=run, args=(ids,)) for ids in chunks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert sorted(result["repeats"] for result in results) == [0, 6]
+    assert db.session.scalar(db.select(db.func.count(Alert.id))) == 6
+    assert db.session.scalar(db.select(db.func.count(Prediction.id)).where(Prediction.repeat_of_id.is_(None))) == 6
+
+
 def test_the_web_and_the_worker_read_images_by_one_rule_the_settings_name(app):
     from tests.conftest import make_png
     from web.ingest import check_image
