@@ -39,7 +39,7 @@ def parse_references(text: str, filenames: Iterable[str]) -> dict[str, tuple[str
             continue
         if len(row) != len(header):
             raise ReferencesError(f"references line {line}: {len(row)} values for {len(header)} columns")
-        values = dict(zip(header, (cell.strip() for cell in row)))
+        values = dict(zip(header, (cell.strip() for cell in row), strict=True))
         name = values["file"]
         if name not in names:
             raise ReferencesError(f"references line {line}: {name!r} is not a file of this batch")

@@ -8,9 +8,9 @@ from sqlalchemy.orm import selectinload
 from models import Batch, ConfirmedDiagnosis, Image, Prediction, db
 from models.prediction import AlertStatus
 
-RESULT_COLUMNS = ("filename", "patient_ref", "lesion_ref", "status", "predicted_class", "melanoma_probability", "alert", "quality_warning",
-                  "rejection_reason", "sha256", "model_version", "image_id", "confirmed_diagnosis",
-                  "confirmed_method", "repeat_of_image_id")
+RESULT_COLUMNS = ("filename", "patient_ref", "lesion_ref", "status", "predicted_class", "melanoma_probability",
+                  "alert", "quality_warning", "rejection_reason", "sha256", "model_version", "image_id",
+                  "confirmed_diagnosis", "confirmed_method", "repeat_of_image_id")
 
 
 def result_row(filename: str, status: str, sha256: str = "", predicted_class: str | None = None,

@@ -64,7 +64,7 @@ def create_batch_view():
         raise ApiError(400, f"{error}; nothing was stored") from None
     # A file over MAX_FILE_MB is measured and hashed on its stream, never read into memory, and rejected.
     max_bytes = current_app.config["MAX_FILE_MB"] * 1024 * 1024
-    uploads = (Upload.from_stream(name, storage.stream, max_bytes) for name, storage in zip(names, files))
+    uploads = (Upload.from_stream(name, storage.stream, max_bytes) for name, storage in zip(names, files, strict=True))
     try:
         batch, created = create_batch(g.hospital, uploads, idempotency_key=key, references=references)
     except IdempotencyConflict as conflict:
