@@ -305,17 +305,14 @@ def test_an_image_that_keeps_failing_fails_alone_and_the_rest_of_its_chunk_is_cl
     assert db.session.get(Batch, batch.id).status == "done"
 
 
-def test_two_runs_of_one_task_at_the_same_time_write_one_prediction_per_image(app, backend):
+def classify_at_once(app, chunks: list[list[int]]) -> list[dict]:
+    """Run the inference task on each chunk in a thread of its own, all started together, as workers would;
+    the results of each, any error failing the test."""
     import threading
 
-    if backend != "postgresql":
-        pytest.skip("SQLite serialises writers, so the two runs cannot overlap there")
-    batch = _batch(_real_images(6))
-    ids = [image.id for image in batch.images]
-    _run_task(app, ids[:0])  # load the model once, outside the race
-    start, results, errors = threading.Barrier(2), [], []
+    start, results, errors = threading.Barrier(len(chunks)), [], []
 
-    def run():
+    def run(ids):
         with app.app_context():
             try:
                 start.wait()
@@ -325,12 +322,22 @@ def test_two_runs_of_one_task_at_the_same_time_write_one_prediction_per_image(ap
             finally:
                 db.session.remove()
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    threads = [threading.Thread(target=run, args=(ids,)) for ids in chunks]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
+    return results
+
+
+def test_two_runs_of_one_task_at_the_same_time_write_one_prediction_per_image(app, backend):
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers, so the two runs cannot overlap there")
+    batch = _batch(_real_images(6))
+    ids = [image.id for image in batch.images]
+    _run_task(app, ids[:0])  # load the model once, outside the race
+    results = classify_at_once(app, [ids, ids])
     counts = db.session.execute(
         db.select(Prediction.image_id, db.func.count()).group_by(Prediction.image_id)).all()
     assert sorted(count for _, count in counts) == [1] * 6

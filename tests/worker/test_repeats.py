@@ -1,15 +1,12 @@
 """The same picture twice is one case: a picture the serving model already classified for the hospital repeats
 that result and raises no second alert, within a chunk, across batches, and with two workers at once."""
 
-import threading
-
 import pytest
 
 from models import Alert, Batch, Prediction, db
 from tests.conftest import make_hospital
-from tests.worker.test_inference import _batch, _real_images, _run_task, champion_threshold_zero
+from tests.worker.test_inference import _batch, _real_images, _run_task, champion_threshold_zero, classify_at_once
 from web.ingest import Upload, create_batch
-from worker import inference
 
 
 def test_a_picture_sent_again_repeats_its_result_and_raises_no_second_alert(app):
@@ -49,24 +46,7 @@ def test_the_same_pictures_classified_by_two_workers_at_once_raise_one_alert_eac
                for copy in ("first", "second")]
     champion_threshold_zero(app, [])  # load the model once, outside the race; every picture alerts
     chunks = [[image.id for image in batch.images] for batch in batches]
-    start, results, errors = threading.Barrier(2), [], []
-
-    def run(ids):
-        with app.app_context():
-            try:
-                start.wait()
-                results.append(inference.classify_images(ids))
-            except Exception as error:  # reported below; the test fails on any
-                errors.append(error)
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=run, args=(ids,)) for ids in chunks]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
+    results = classify_at_once(app, chunks)
     assert sorted(result["repeats"] for result in results) == [0, 6]
     assert db.session.scalar(db.select(db.func.count(Alert.id))) == 6
     assert db.session.scalar(db.select(db.func.count(Prediction.id)).where(Prediction.repeat_of_id.is_(None))) == 6
