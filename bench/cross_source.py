@@ -5,7 +5,7 @@ it never saw: melanoma AUC, and sensitivity and specificity at the threshold it 
 interval (2,000 stratified resamplings).
 
     .venv/bin/python bench/cross_source.py DATA_DIR [DATA_DIR ...] [--sources S ...] [--out DIR]
-        [--backbone B] [--epochs N] [--input-size N] [--seed N]
+        [--backbone B] [--epochs N] [--input-size N] [--colour C] [--seed N]
 
 Without --sources, every source that holds melanomas is left out in turn. Each model stays in OUT/<source>, and
 OUT/cross_source.json holds the figures. A full run trains one model a source (about half an hour each on 2
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.classifier import data
-from worker.classifier.choices import BACKBONES, CLASS_NAMES, MELANOMA
+from worker.classifier.choices import BACKBONES, CLASS_NAMES, COLOUR_NORMALISATIONS, MELANOMA
 from worker.classifier.metrics import bootstrap_intervals, figures
 from worker.classifier.predictor import load_classifier
 from worker.classifier.training import recipe_defaults, train
@@ -58,13 +58,15 @@ def main() -> None:
     parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--input-size", type=int)
+    parser.add_argument("--colour", choices=COLOUR_NORMALISATIONS, help="colour normalisation (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     examples, _ = data.list_examples(args.data_dirs, CLASS_NAMES, every_class=False)
     melanoma = CLASS_NAMES.index(MELANOMA)
     sources = args.sources or sorted({e.source for e in examples if e.label == melanoma})
-    recipe = recipe_defaults(args.backbone, epochs=args.epochs, input_size=args.input_size)
+    recipe = recipe_defaults(args.backbone, epochs=args.epochs, input_size=args.input_size,
+                             colour=args.colour)
     results_path = args.out / "cross_source.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for source in sources:

@@ -28,7 +28,7 @@ def features(examples, backbone: str, input_size: int, colour: str) -> np.ndarra
 
     model = make_model(input_size=input_size, backbone=backbone, colour=colour)
     load_imagenet_weights(model.get_layer(backbone), load_state_dict(imagenet_weights_file(backbone)))
-    extractor = keras.Model(model.inputs, model.get_layer(backbone).output)
+    extractor = keras.Model(model.inputs, model.get_layer("dropout").input)  # the pooled backbone features
     rows = []
     for start in range(0, len(examples), 256):
         images = data.read_images(examples[start:start + 256], input_size).astype(np.float32)
