@@ -282,9 +282,9 @@ def audit(data_dirs, against, out):
               help="Give images the colour and lighting of others in their batch (Fourier amplitude mix); "
                    "on by default for efficientnet_lite0.")
 @click.option("--colour", type=click.Choice(COLOUR_NORMALISATIONS), default=None,
-              help="standardise also evens out each image's exposure and contrast; field-standardise (default "
-                   "for efficientnet_lite0) does it inside the dermatoscope's field of view, a black rim left out; "
-                   "shades-of-grey (default for small) only evens out the colour cast.")
+              help="shades-of-grey (the default) evens out each image's colour cast; standardise also evens out "
+                   "its exposure and contrast; field-standardise does that inside the dermatoscope's field of "
+                   "view, a black rim left out.")
 @click.option("--loss", type=click.Choice(LOSSES), default=None,
               help="class-weighted (the default): rare classes' images weigh more; logit-adjusted: every image "
                    "weighs alike and the classes' log-priors shift the training logits.")

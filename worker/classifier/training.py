@@ -48,10 +48,11 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
 
 
 # The recipe each backbone trains with unless told otherwise. Lite0's defaults (192 px, rims, style mix,
-# colour standardised inside the field of view) are those that held up best when the look of the source
-# changed; the trials that chose them, and those not adopted, are in docs/trials.md. Lite1 trains Lite0's recipe.
+# shades-of-grey colour constancy) are those that held up best when the source changed, judged last on
+# sources left out of training; the trials that chose them, and those not adopted, are in docs/trials.md.
+# Lite1 trains Lite0's recipe.
 _LITE_RECIPE = {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
-                "colour": "field-standardise", "loss": "class-weighted"}
+                "colour": "shades-of-grey", "loss": "class-weighted"}
 RECIPES = {
     "efficientnet_lite0": dict(_LITE_RECIPE),
     "efficientnet_lite1": dict(_LITE_RECIPE),
