@@ -1,6 +1,6 @@
 """Train the common assignment CNN and the project's model on the same audited split; print them side by side.
 
-    .venv/bin/python bench/model_quality.py [--data DIR] [--out DIR] [--baseline-epochs 20] [--epochs 18]
+    .venv/bin/python bench/model_quality.py [--data DIR [DIR ...]] [--out DIR] [--baseline-epochs 20] [--epochs 18]
 
 Both are judged on the same held-out test split (the project's audit, split and seed), with the alert
 threshold chosen on validation for 0.90 melanoma sensitivity. Inference speed is images a second for
@@ -30,7 +30,8 @@ from worker.classifier.predictor import Classifier, compiled_forward
 from worker.classifier.training import recipe_defaults, train
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"
+DATASETS = ROOT.parent / "shared" / "datasets"
+DATA_DIRS = [DATASETS / "isic-9class" / "Train", DATASETS / "ham10000-part"]
 SEED = 0
 
 
@@ -126,9 +127,9 @@ def run_baseline(split: data.Split, out_dir: Path, epochs: int) -> dict:
             "size_mb": path.stat().st_size / 1e6, "test_images": len(parts["test"][1])}
 
 
-def run_project(data_dir: Path, test_split: list[data.Example], out_dir: Path, epochs: int) -> dict:
+def run_project(data_dirs: list[Path], test_split: list[data.Example], out_dir: Path, epochs: int) -> dict:
     start = time.perf_counter()
-    card = train(data_dir, out_dir, seed=SEED, backbone="efficientnet_lite0",
+    card = train(data_dirs, out_dir, seed=SEED, backbone="efficientnet_lite0",
                  **recipe_defaults("efficientnet_lite0", epochs=epochs))
     training_seconds = time.perf_counter() - start
     card, artifact = read_card(out_dir)
@@ -148,7 +149,8 @@ def run_project(data_dir: Path, test_split: list[data.Example], out_dir: Path, e
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--data", type=Path, nargs="+", default=DATA_DIRS,
+                        help="class-folder sets, trained on together (default: both folders of ../shared)")
     parser.add_argument("--out", type=Path, default=None, help="Where to keep both models (default: a temp dir).")
     parser.add_argument("--baseline-epochs", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=None, help="Default: the project recipe's.")

@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Each shipped model has a directory of its own, never overwritten: databases keep pointing at the
 # artifacts they registered, and a new default is registered beside the old one.
-DEFAULT_MODEL_DIR = ROOT / "worker" / "classifier" / "weights" / "lite0-20261128-062113"
+DEFAULT_MODEL_DIR = ROOT / "worker" / "classifier" / "weights" / "lite0-20261204-204925"
 
 
 def resolve_path(stored: str) -> Path:
