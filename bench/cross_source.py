@@ -8,8 +8,8 @@ interval (2,000 stratified resamplings).
         [--backbone B] [--epochs N] [--input-size N] [--colour C] [--seed N]
 
 Without --sources, every source that holds melanomas is left out in turn. Each model stays in OUT/<source>, and
-OUT/cross_source.json holds the figures. A full run trains one model a source (about half an hour each on 2
-cores with the Lite0 recipe).
+OUT/cross_source.json holds the figures. A full run trains one model a source (19-21 minutes each on 2
+cores with the Lite0 recipe, about an hour for the three sources with melanomas).
 """
 
 import argparse

@@ -17,7 +17,7 @@ import requests
 from web.serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"
+DATA_DIR = Path(os.environ.get("MELANOMA_SHARED", ROOT.parent / "shared")) / "datasets" / "isic-9class" / "Train"
 MELANOMA = [sys.executable, "-m", "web.cli"]
 
 

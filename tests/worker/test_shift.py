@@ -2,9 +2,11 @@
 in the model's own features; far-off hospitals are flagged in the reliability figures and batch answers."""
 
 import csv
+import io
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from models import ShiftMeasurement, db
 from tests.conftest import SHARED, dataset_images, make_hospital
@@ -13,6 +15,7 @@ from web.ingest import Upload, create_batch
 from web.reliability import SHIFT_LIMIT, WARNING, reliability
 from worker.classifier import shift
 from worker.classifier.choices import CLASS_NAMES
+from worker.classifier.perturbations import PERTURBATIONS
 from worker.shift import measure_shifts
 
 HAM = SHARED / "datasets" / "ham10000-part"
@@ -53,8 +56,17 @@ def test_training_keeps_a_reference_beside_the_artifact_and_a_changed_file_is_re
         shift.read_reference(tmp_path, entry)
 
 
-def _submit(hospital, paths) -> list[int]:
-    batch, _ = create_batch(hospital, [Upload(path.name, path.read_bytes()) for path in paths])
+def _submit(hospital, paths, camera=None) -> list[int]:
+    """Upload these pictures as one batch, each taken through camera (a function of a PIL image) if given."""
+    uploads = []
+    for path in paths:
+        content = path.read_bytes()
+        if camera is not None:
+            buffer = io.BytesIO()
+            camera(Image.open(path).convert("RGB")).save(buffer, format="JPEG", quality=95)
+            content = buffer.getvalue()
+        uploads.append(Upload(path.name, content))
+    batch, _ = create_batch(hospital, uploads)
     return [image.id for image in batch.images]
 
 
@@ -66,7 +78,9 @@ def test_a_hospital_with_another_dermatoscope_is_flagged_and_one_like_the_traini
     distant, _ = make_hospital()
     # Seven pictures of each diagnosis from the shipped model's own collection.
     ids = _submit(familiar, [path for name in CLASS_NAMES for path in dataset_images(name, 7)][:60])
-    ids += _submit(distant, [paths[name] for name in queensland])
+    # Every real source here is in the shipped model's training images, so the other dermatoscope is the Queensland
+    # clinic's pictures taken through a camera of a third of the resolution.
+    ids += _submit(distant, [paths[name] for name in queensland], camera=PERTURBATIONS["low resolution"])
     _run_task(app, ids)
     assert reliability(familiar)["shift"] is None  # not measured yet
     assert measure_shifts(budget_seconds=0)["measured"] == {}  # no time left: the next run measures them
