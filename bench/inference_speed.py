@@ -32,7 +32,7 @@ from worker.classifier.images import decode_image, decode_images
 from worker.classifier.predictor import Classifier, chosen_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT.parent / "shared" / "datasets" / "isic-9class" / "Train"
+DATA_DIR = Path(os.environ.get("MELANOMA_SHARED", ROOT.parent / "shared")) / "datasets" / "isic-9class" / "Train"
 
 
 def pick_files(data_dir: Path, count: int) -> list[bytes]:

@@ -30,7 +30,7 @@ from worker.classifier.predictor import Classifier, compiled_forward
 from worker.classifier.training import recipe_defaults, train
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
+DATASETS = Path(os.environ.get("MELANOMA_SHARED", ROOT.parent / "shared")) / "datasets"
 DATA_DIRS = [DATASETS / "isic-9class" / "Train", DATASETS / "ham10000-part"]
 SEED = 0
 
