@@ -288,8 +288,12 @@ def audit(data_dirs, against, out):
 @click.option("--loss", type=click.Choice(LOSSES), default=None,
               help="class-weighted (the default): rare classes' images weigh more; logit-adjusted: every image "
                    "weighs alike and the classes' log-priors shift the training logits.")
+@click.option("--source-adversary", type=click.FloatRange(min=0.0), default=None, metavar="WEIGHT",
+              help="Above 0: a head learns to tell the training images' sources apart given their diagnosis, "
+                   "through a gradient reversal of this weight, so the features learn to drop what marks the "
+                   "source (0, none, is the default).")
 def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
-          colour, loss):
+          colour, loss, source_adversary):
     """Train a CNN on DATA_DIRS/<class name>/ images (several folders train together, audited together; a
     metadata.csv beside the class folders gives each image's source and lesion_id, and every image of one
     lesion stays on one side of the split); writes the model, its card and metrics to --out."""
@@ -302,7 +306,7 @@ def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
                             **recipe_defaults(backbone, epochs=epochs, input_size=input_size,
                                               augmentation=augmentation, style_mix=style_mix, colour=colour,
-                                              loss=loss))
+                                              loss=loss, source_adversary=source_adversary))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]

@@ -228,23 +228,40 @@ AUGMENTATIONS = {"basic": augment_basic, "rim": augment_rim, "acquisition": augm
 
 def load_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, num_classes: int,
                  training: bool = False, seed: int = 0, augmentation: str = "basic",
-                 style_mix: bool = False) -> tf.data.Dataset:
+                 style_mix: bool = False, sources: np.ndarray | None = None, num_sources: int = 0,
+                 class_weight: np.ndarray | None = None) -> tf.data.Dataset:
     """A batched, prefetched dataset of (image, one-hot label); shuffled and augmented when training, and
-    with style_mix each batch's images also trade their looks (fourier_style_mix)."""
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)))
+    with style_mix each batch's images also trade their looks (fourier_style_mix).
+
+    With sources (each image's source as an index below num_sources), for a classifier trained with a source
+    adversary (network.with_source_adversary): ({"image", "diagnosis"}, {"probabilities", "source"}), the
+    label one-hot in both, and with class_weight (a weight a class) each image's weight as a third part."""
+    targets = tf.one_hot(labels, num_classes)
+    if sources is not None:
+        targets = (targets, tf.one_hot(sources, num_sources))
+    dataset = tf.data.Dataset.from_tensor_slices((tf.cast(images, tf.float32), targets))
     if not training:
-        return dataset.batch(batch_size).prefetch(AUTOTUNE)
-    augment = AUGMENTATIONS[augmentation]
-    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    counter = tf.data.Dataset.random(seed=seed).batch(2)
-    dataset = tf.data.Dataset.zip((dataset, counter)).map(
-        lambda pair, random_seed: (augment(pair[0], random_seed), pair[1]), num_parallel_calls=AUTOTUNE,
-    ).batch(batch_size)
-    if style_mix:
-        batch_counter = tf.data.Dataset.random(seed=seed + 1).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, batch_counter)).map(
-            lambda pair, random_seed: (fourier_style_mix(pair[0], random_seed), pair[1]),
-            num_parallel_calls=AUTOTUNE,
-        )
+        dataset = dataset.batch(batch_size)
+    else:
+        augment = AUGMENTATIONS[augmentation]
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        counter = tf.data.Dataset.random(seed=seed).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, counter)).map(
+            lambda pair, random_seed: (augment(pair[0], random_seed), pair[1]), num_parallel_calls=AUTOTUNE,
+        ).batch(batch_size)
+        if style_mix:
+            batch_counter = tf.data.Dataset.random(seed=seed + 1).batch(2)
+            dataset = tf.data.Dataset.zip((dataset, batch_counter)).map(
+                lambda pair, random_seed: (fourier_style_mix(pair[0], random_seed), pair[1]),
+                num_parallel_calls=AUTOTUNE,
+            )
+    if sources is not None:
+        weights = None if class_weight is None else tf.constant(class_weight, tf.float32)
+
+        def adversarial(images, targets):
+            diagnosis, source = targets
+            element = ({"image": images, "diagnosis": diagnosis}, {"probabilities": diagnosis, "source": source})
+            return element if weights is None else (*element, tf.reduce_sum(diagnosis * weights, axis=-1))
+
+        dataset = dataset.map(adversarial, num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)

@@ -109,6 +109,40 @@ class TemperatureScaling(layers.Layer):
         return {**super().get_config(), "temperature": self.temperature}
 
 
+@keras.saving.register_keras_serializable(package="melanoma")
+class GradientReversal(layers.Layer):
+    """The identity going forward; going back, the gradient times -weight (Ganin and Lempitsky 2015): what
+    follows learns to tell something from the features, and the layers before learn to hide it."""
+
+    def __init__(self, weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+
+    def call(self, features):
+        stopped = ops.stop_gradient(features)
+        return stopped + self.weight * (stopped - features)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+def with_source_adversary(model: keras.Model, num_sources: int, weight: float) -> keras.Model:
+    """The classifier for training with a source adversary: it also takes the one-hot diagnosis (input
+    "diagnosis") and also gives each image's source probabilities (output "source"), guessed from the pooled
+    features through a gradient reversal and from the diagnosis. Knowing the diagnosis, the adversary gains
+    only from what the features say of the source beyond it, so that is what the network learns to drop,
+    not the lesion (a conditional adversary, as in Li et al. 2018). The classifier's own layers are shared:
+    training this trains it, and it is what is saved."""
+    features = model.get_layer("dropout").input
+    diagnosis = keras.Input(shape=(model.output.shape[-1],), name="diagnosis")
+    x = GradientReversal(weight, name="reverse_gradient")(features)
+    x = layers.Concatenate(name="source_evidence")([x, diagnosis])
+    x = layers.Dense(256, activation="relu", name="source_hidden")(x)
+    source = layers.Dense(num_sources, activation="softmax", name="source")(x)
+    return keras.Model({"image": model.input, "diagnosis": diagnosis},
+                       {"probabilities": model.output, "source": source}, name=f"{model.name}_adversarial")
+
+
 def calibrated(model: keras.Model, temperature: float) -> keras.Model:
     """The same network with temperature scaling on its output, for serving."""
     outputs = TemperatureScaling(temperature, name="calibration")(model.output)

@@ -28,7 +28,7 @@ from worker.classifier.metrics import (
     per_source_alerts,
     threshold_for_every_source,
 )
-from worker.classifier.network import calibrated, make_model
+from worker.classifier.network import calibrated, make_model, with_source_adversary
 from worker.classifier.quality import quality_limits
 from worker.classifier.shift import write_reference
 from worker.classifier.torch_legacy import load_state_dict
@@ -52,17 +52,17 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
 # sources left out of training; the trials that chose them, and those not adopted, are in docs/trials.md.
 # Lite1 trains Lite0's recipe.
 _LITE_RECIPE = {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
-                "colour": "shades-of-grey", "loss": "class-weighted"}
+                "colour": "shades-of-grey", "loss": "class-weighted", "source_adversary": 0.0}
 RECIPES = {
     "efficientnet_lite0": dict(_LITE_RECIPE),
     "efficientnet_lite1": dict(_LITE_RECIPE),
     "small": {"epochs": 30, "input_size": 128, "augmentation": "basic", "style_mix": False,
-              "colour": "shades-of-grey", "loss": "class-weighted"},
+              "colour": "shades-of-grey", "loss": "class-weighted", "source_adversary": 0.0},
 }
 
 
 def recipe_defaults(backbone: str, **overrides) -> dict:
-    """The backbone's recipe (epochs, input size, augmentation, style mix, colour, loss), with the given values
+    """The backbone's recipe (epochs, input size, augmentation, style mix, colour, loss, source adversary), with the given values
     replacing it where they are not None."""
     recipe = dict(RECIPES[backbone])
     unknown = set(overrides) - set(recipe)
@@ -104,15 +104,21 @@ def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epo
          epochs_before: int = 0) -> dict[str, list[float]]:
     """Train with a cosine schedule, keeping the weights of the epoch with the lowest validation loss; with
     log_prior, by the logit-adjusted loss instead of class weights. progress hears of each epoch's end (its
-    number counted from epochs_before) with its figures."""
+    number counted from epochs_before) with its figures. A model with a source adversary
+    (network.with_source_adversary) takes its class weights from the dataset and is kept by the
+    diagnosis's validation loss alone."""
     schedule = learning_rate_schedule(learning_rate, epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
     if log_prior is not None:
         loss, class_weight = logit_adjusted_loss(log_prior), None
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.05)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss, metrics=["accuracy"])
+    metrics, monitor = ["accuracy"], "val_loss"
+    if isinstance(model.output, dict):
+        loss = {"probabilities": loss, "source": keras.losses.CategoricalCrossentropy()}
+        metrics, monitor, class_weight = {"probabilities": ["accuracy"]}, "val_probabilities_loss", None
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss, metrics=metrics)
     best_path = out_dir / "best.weights.h5"
-    callbacks = [keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
+    callbacks = [keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode="min", save_best_only=True,
                                                  save_weights_only=True)]
     if progress is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: progress(
@@ -130,8 +136,9 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
           style_mix: bool = False, colour: str = "shades-of-grey", loss: str = "class-weighted",
-          source_weights: dict[str, int] | None = None, train_only_dirs: DataDirs | None = None,
-          exclude_sources: set[str] | None = None, verbose: int = 2, progress: Progress | None = None) -> dict:
+          source_adversary: float = 0.0, source_weights: dict[str, int] | None = None,
+          train_only_dirs: DataDirs | None = None, exclude_sources: set[str] | None = None, verbose: int = 2,
+          progress: Progress | None = None) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card.
 
     source_weights: training images of these sources count this many times (repeated in the training split
@@ -145,6 +152,11 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     exclude_sources: sources none of whose images is split, trained or validated on (audited with the rest, so
     a copy of one of their pictures in another source goes too): a model that has never seen them, to be scored
     on them (bench/cross_source.py).
+
+    source_adversary: above 0, the weight of a gradient reversal through which a head learns to tell the
+    training images' sources apart given their diagnosis (network.with_source_adversary), so that the features
+    learn to carry as little of the source as they can; the head is not part of the saved model. Without two
+    sources among the training images there is nothing to tell apart, and the recipe trains without it.
 
     progress(epoch, figures): called at the end of every epoch (1 to epochs) with its loss and accuracies."""
     if loss not in LOSSES:
@@ -178,13 +190,24 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
 
     if augmentation not in data.AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation!r}; choose one of {sorted(data.AUGMENTATIONS)}")
-    train_ds = data.load_dataset(images["train"], labels["train"], batch_size, len(CLASS_NAMES),
-                                 training=True, seed=seed, augmentation=augmentation, style_mix=style_mix)
-    validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
-                                      len(CLASS_NAMES))
     class_weight = _class_weights(labels["train"], len(CLASS_NAMES))
+    training_sources = sorted({example.source for example in split.train + split.validation})
+    if source_adversary > 0 and len(training_sources) > 1:
+        index = {source: position for position, source in enumerate(training_sources)}
+        adversary = {name: {"sources": np.array([index[e.source] for e in part], dtype=np.int64),
+                            "num_sources": len(training_sources)}
+                     for name, part in (("train", split.train), ("validation", split.validation))}
+        adversary["train"]["class_weight"] = np.array([class_weight[c] for c in range(len(CLASS_NAMES))])
+    else:
+        source_adversary, adversary = 0.0, {"train": {}, "validation": {}}
+    train_ds = data.load_dataset(images["train"], labels["train"], batch_size, len(CLASS_NAMES),
+                                 training=True, seed=seed, augmentation=augmentation, style_mix=style_mix,
+                                 **adversary["train"])
+    validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
+                                      len(CLASS_NAMES), **adversary["validation"])
     log_prior = log_priors(labels["train"], len(CLASS_NAMES)) if loss == "logit-adjusted" else None
     model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone, colour=colour)
+    trainer = with_source_adversary(model, len(training_sources), source_adversary) if source_adversary else model
     history: dict[str, list[float]] = {}
     if backbone == "small":
         phases = [(epochs, learning_rate, 0)]
@@ -206,7 +229,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False
         steps_per_epoch = int(np.ceil(len(split.train) / batch_size))  # repeats included
-        for name, values in _fit(model, train_ds, validation_ds, phase_epochs, steps_per_epoch, phase_rate,
+        for name, values in _fit(trainer, train_ds, validation_ds, phase_epochs, steps_per_epoch, phase_rate,
                                  warmup_epochs, class_weight, out_dir, verbose, log_prior, progress,
                                  epochs_before).items():
             history.setdefault(name, []).extend(values)
@@ -267,6 +290,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
             "style_mix": style_mix,
             "colour": colour,
             "loss": loss,
+            "source_adversary": source_adversary,
             "seed": seed,
             "parameters": int(model.count_params()),
             "seconds": round(time.monotonic() - started, 1),  # audit to saved artifact, on this machine

@@ -150,3 +150,42 @@ def test_a_source_left_out_is_neither_split_nor_trained_on_and_an_unknown_one_is
     assert sum(without["split_sizes"].values()) == sum(everything["split_sizes"].values()) - 8
     with pytest.raises(ValueError, match="no images of the source"):
         trained("nowhere", exclude_sources={"clinic-y"})
+
+
+def test_gradient_reversal_passes_the_features_and_sends_their_gradient_back_reversed_and_scaled():
+    import tensorflow as tf
+
+    from worker.classifier.network import GradientReversal
+
+    features = tf.constant([[1.0, -2.0, 3.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        reversed_features = GradientReversal(0.3)(features)
+        total = tf.reduce_sum(reversed_features * tf.constant([[1.0, 2.0, 4.0]]))
+    np.testing.assert_allclose(reversed_features.numpy(), features.numpy())
+    np.testing.assert_allclose(tape.gradient(total, features).numpy(), [[-0.3, -0.6, -1.2]], rtol=1e-6)
+
+
+def test_a_source_adversary_trains_the_features_but_is_not_saved_and_needs_two_sources(tiny_dataset,
+                                                                                       clinic_folder, tmp_path):
+    from worker.classifier.predictor import load_classifier
+    from worker.classifier.training import train
+
+    def trained(name, folders, **options):
+        return train(folders, tmp_path / name, epochs=1, input_size=32, batch_size=8, backbone="small",
+                     verbose=0, **options)
+
+    both = [tiny_dataset, clinic_folder]
+    plain, adversarial = trained("plain", both), trained("adversarial", both, source_adversary=0.5)
+    assert adversarial["training"]["source_adversary"] == 0.5 and plain["training"]["source_adversary"] == 0.0
+    assert adversarial["training"]["split_sizes"] == plain["training"]["split_sizes"]
+    # The saved model is the classifier alone, and the reversed gradient changed what its layers learned.
+    _, served = load_classifier(tmp_path / "adversarial", runtime="keras")
+    names = {layer.name for layer in served.model.layers}
+    assert "reverse_gradient" not in names and "source" not in names
+    assert len(served.model.outputs) == 1
+    pictures = [decode_image((clinic_folder / "melanoma" / "mel0.png").read_bytes(), 32)]
+    _, unchanged = load_classifier(tmp_path / "plain", runtime="keras")
+    assert not np.allclose(served.predict(pictures), unchanged.predict(pictures), atol=1e-4)
+    # The tiny folder alone is one source ("unknown"): nothing to tell apart, so no adversary.
+    assert trained("one-source", tiny_dataset, source_adversary=0.5)["training"]["source_adversary"] == 0.0
