@@ -62,8 +62,8 @@ RECIPES = {
 
 
 def recipe_defaults(backbone: str, **overrides) -> dict:
-    """The backbone's recipe (epochs, input size, augmentation, style mix, colour, loss, source adversary), with the given values
-    replacing it where they are not None."""
+    """The backbone's recipe (epochs, input size, augmentation, style mix, colour, loss, source adversary), with
+    the given values replacing it where they are not None."""
     recipe = dict(RECIPES[backbone])
     unknown = set(overrides) - set(recipe)
     if unknown:
@@ -197,7 +197,8 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
         adversary = {name: {"sources": np.array([index[e.source] for e in part], dtype=np.int64),
                             "num_sources": len(training_sources)}
                      for name, part in (("train", split.train), ("validation", split.validation))}
-        adversary["train"]["class_weight"] = np.array([class_weight[c] for c in range(len(CLASS_NAMES))])
+        if loss == "class-weighted":  # as sample weights: Keras takes class weights for one output only
+            adversary["train"]["class_weight"] = np.array([class_weight[c] for c in range(len(CLASS_NAMES))])
     else:
         source_adversary, adversary = 0.0, {"train": {}, "validation": {}}
     train_ds = data.load_dataset(images["train"], labels["train"], batch_size, len(CLASS_NAMES),
