@@ -98,6 +98,15 @@ def logit_adjusted_loss(log_prior: np.ndarray):
     return loss
 
 
+def _diagnosis_names(name: str) -> str:
+    """A figure of a model with a source adversary, named as the classifier alone names it: its diagnosis
+    loss and accuracy become loss and accuracy (what the curves and the retraining's progress show), the sum
+    with the source's loss total_loss, and source_loss stays."""
+    if name in ("loss", "val_loss"):
+        return name.replace("loss", "total_loss")
+    return name.replace("probabilities_", "")
+
+
 def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epoch: int, learning_rate: float,
          warmup_epochs: int, class_weight: dict, out_dir: Path, verbose: int,
          log_prior: np.ndarray | None = None, progress: Progress | None = None,
@@ -112,24 +121,26 @@ def _fit(model: keras.Model, train_ds, validation_ds, epochs: int, steps_per_epo
         loss, class_weight = logit_adjusted_loss(log_prior), None
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.05)
-    metrics, monitor = ["accuracy"], "val_loss"
-    if isinstance(model.output, dict):
+    metrics, monitor, adversarial = ["accuracy"], "val_loss", isinstance(model.output, dict)
+    if adversarial:
         loss = {"probabilities": loss, "source": keras.losses.CategoricalCrossentropy()}
         metrics, monitor, class_weight = {"probabilities": ["accuracy"]}, "val_probabilities_loss", None
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss, metrics=metrics)
     best_path = out_dir / "best.weights.h5"
     callbacks = [keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode="min", save_best_only=True,
                                                  save_weights_only=True)]
+    named = _diagnosis_names if adversarial else (lambda name: name)
     if progress is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: progress(
-            epochs_before + epoch + 1, {name: round(float(value), 4) for name, value in (logs or {}).items()})))
+            epochs_before + epoch + 1,
+            {named(name): round(float(value), 4) for name, value in (logs or {}).items()})))
     history = model.fit(
         train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose, class_weight=class_weight,
         callbacks=callbacks,
     )
     model.load_weights(best_path)
     best_path.unlink()
-    return {name: [float(v) for v in values] for name, values in history.history.items()}
+    return {named(name): [float(v) for v in values] for name, values in history.history.items()}
 
 
 def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int = 0,
@@ -197,7 +208,9 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
         adversary = {name: {"sources": np.array([index[e.source] for e in part], dtype=np.int64),
                             "num_sources": len(training_sources)}
                      for name, part in (("train", split.train), ("validation", split.validation))}
-        if loss == "class-weighted":  # as sample weights: Keras takes class weights for one output only
+        # As sample weights (Keras takes class weights for one output only), which weigh each image's source
+        # loss as they weigh its diagnosis: a rare class's images push the features as hard in both.
+        if loss == "class-weighted":
             adversary["train"]["class_weight"] = np.array([class_weight[c] for c in range(len(CLASS_NAMES))])
     else:
         source_adversary, adversary = 0.0, {"train": {}, "validation": {}}

@@ -179,6 +179,10 @@ def test_a_source_adversary_trains_the_features_but_is_not_saved_and_needs_two_s
     plain, adversarial = trained("plain", both), trained("adversarial", both, source_adversary=0.5)
     assert adversarial["training"]["source_adversary"] == 0.5 and plain["training"]["source_adversary"] == 0.0
     assert adversarial["training"]["split_sizes"] == plain["training"]["split_sizes"]
+    # Its curves keep the classifier's names (the diagnosis's loss and accuracy), the adversary's beside them.
+    history = json.loads((tmp_path / "adversarial" / "history.json").read_text())
+    assert set(json.loads((tmp_path / "plain" / "history.json").read_text())) < set(history)
+    assert {"total_loss", "val_total_loss", "source_loss", "val_source_loss"} <= set(history)
     # The saved model is the classifier alone, and the reversed gradient changed what its layers learned.
     _, served = load_classifier(tmp_path / "adversarial", runtime="keras")
     names = {layer.name for layer in served.model.layers}
