@@ -5,7 +5,7 @@ it never saw: melanoma AUC, and sensitivity and specificity at the threshold it 
 interval (2,000 stratified resamplings).
 
     .venv/bin/python bench/cross_source.py DATA_DIR [DATA_DIR ...] [--sources S ...] [--out DIR]
-        [--backbone B] [--epochs N] [--input-size N] [--colour C] [--source-adversary W] [--seed N]
+        [--backbone B] [--epochs N] [--input-size N] [--colour C] [--source-adversary W] [--field F] [--seed N]
 
 Without --sources, every source that holds melanomas is left out in turn. Each model stays in OUT/<source>, and
 OUT/cross_source.json holds the figures. A full run trains one model a source (19-21 minutes each on 2
@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--colour", choices=COLOUR_NORMALISATIONS, help="colour normalisation (default: the recipe's)")
     parser.add_argument("--source-adversary", type=float, metavar="WEIGHT",
                         help="gradient reversal weight of a source adversary (default: the recipe's)")
+    parser.add_argument("--field", type=float, metavar="FRACTION",
+                        help="the share of each side, around the centre, the network looks at (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -68,7 +70,7 @@ def main() -> None:
     melanoma = CLASS_NAMES.index(MELANOMA)
     sources = args.sources or sorted({e.source for e in examples if e.label == melanoma})
     recipe = recipe_defaults(args.backbone, epochs=args.epochs, input_size=args.input_size,
-                             colour=args.colour, source_adversary=args.source_adversary)
+                             colour=args.colour, source_adversary=args.source_adversary, field=args.field)
     results_path = args.out / "cross_source.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for source in sources:

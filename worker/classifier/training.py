@@ -52,17 +52,17 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
 # sources left out of training; the trials that chose them, and those not adopted, are in docs/trials.md.
 # Lite1 trains Lite0's recipe.
 _LITE_RECIPE = {"epochs": 18, "input_size": 192, "augmentation": "rim", "style_mix": True,
-                "colour": "shades-of-grey", "loss": "class-weighted", "source_adversary": 0.0}
+                "colour": "shades-of-grey", "loss": "class-weighted", "source_adversary": 0.0, "field": 1.0}
 RECIPES = {
     "efficientnet_lite0": dict(_LITE_RECIPE),
     "efficientnet_lite1": dict(_LITE_RECIPE),
     "small": {"epochs": 30, "input_size": 128, "augmentation": "basic", "style_mix": False,
-              "colour": "shades-of-grey", "loss": "class-weighted", "source_adversary": 0.0},
+              "colour": "shades-of-grey", "loss": "class-weighted", "source_adversary": 0.0, "field": 1.0},
 }
 
 
 def recipe_defaults(backbone: str, **overrides) -> dict:
-    """The backbone's recipe (epochs, input size, augmentation, style mix, colour, loss, source adversary), with
+    """The backbone's recipe (epochs, input size, augmentation, style mix, colour, loss, source adversary, field), with
     the given values replacing it where they are not None."""
     recipe = dict(RECIPES[backbone])
     unknown = set(overrides) - set(recipe)
@@ -147,7 +147,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
           input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32, target_sensitivity: float = 0.90,
           learning_rate: float = 2e-3, backbone: str = "small", augmentation: str = "basic",
           style_mix: bool = False, colour: str = "shades-of-grey", loss: str = "class-weighted",
-          source_adversary: float = 0.0, source_weights: dict[str, int] | None = None,
+          source_adversary: float = 0.0, field: float = 1.0, source_weights: dict[str, int] | None = None,
           train_only_dirs: DataDirs | None = None, exclude_sources: set[str] | None = None, verbose: int = 2,
           progress: Progress | None = None) -> dict:
     """Train a model on DATA_DIR/<class>/ images and write artifact and card to OUT_DIR; returns the card.
@@ -168,6 +168,9 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     training images' sources apart given their diagnosis (network.with_source_adversary), so that the features
     learn to carry as little of the source as they can; the head is not part of the saved model. Without two
     sources among the training images there is nothing to tell apart, and the recipe trains without it.
+
+    field: the fraction of each side of the picture, around its centre, that the network looks at
+    (network.CentreField); the picture is decoded at input_size, so the backbone sees round(input_size * field).
 
     progress(epoch, figures): called at the end of every epoch (1 to epochs) with its loss and accuracies."""
     if loss not in LOSSES:
@@ -220,7 +223,8 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     validation_ds = data.load_dataset(images["validation"], labels["validation"], batch_size,
                                       len(CLASS_NAMES), **adversary["validation"])
     log_prior = log_priors(labels["train"], len(CLASS_NAMES)) if loss == "logit-adjusted" else None
-    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone, colour=colour)
+    model = make_model(input_size=input_size, num_classes=len(CLASS_NAMES), backbone=backbone, colour=colour,
+                       field=field)
     trainer = with_source_adversary(model, len(training_sources), source_adversary) if source_adversary else model
     history: dict[str, list[float]] = {}
     if backbone == "small":
@@ -305,6 +309,7 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
             "colour": colour,
             "loss": loss,
             "source_adversary": source_adversary,
+            "field": field,
             "seed": seed,
             "parameters": int(model.count_params()),
             "seconds": round(time.monotonic() - started, 1),  # audit to saved artifact, on this machine

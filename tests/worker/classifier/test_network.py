@@ -1,4 +1,4 @@
-"""The layers inside the network: colour constancy and standardisation."""
+"""The layers inside the network: colour constancy, standardisation and the centre field."""
 
 
 import numpy as np
@@ -50,3 +50,33 @@ def test_field_standardisation_ignores_a_dermatoscopes_black_rim():
     lesion[0, 20:28, 20:28] = 0.0
     assert np.asarray(field(lesion))[0, 20:28, 20:28].max() == 0.0
     assert np.isfinite(np.asarray(field(image * 0.05))).all()
+
+
+def test_the_centre_field_keeps_the_middle_of_any_picture():
+    from worker.classifier.network import CentreField
+
+    pictures = np.arange(2 * 40 * 50 * 3, dtype=np.float32).reshape(2, 40, 50, 3)
+    layer = CentreField.from_config(CentreField(0.8).get_config())
+    np.testing.assert_array_equal(np.asarray(layer(pictures)), pictures[:, 4:36, 5:45])
+
+
+def test_a_network_with_a_field_never_reads_the_border_and_keeps_the_backbones_input():
+    import keras
+
+    from worker.classifier.network import make_model
+
+    lite = make_model(input_size=226, backbone="efficientnet_lite0", field=0.85)
+    assert lite.get_layer("efficientnet_lite0").input.shape[1:3] == (192, 192)
+    # The pooled features of an untrained network (a new head starts at zero and says 1/9 for any picture).
+    network = make_model(input_size=226, backbone="small", field=0.85)
+    model = keras.Model(network.inputs, network.get_layer("dropout").input)
+    rng = np.random.default_rng(6)
+    picture = rng.uniform(0, 255, (1, 226, 226, 3)).astype(np.float32)
+    other_border, other_centre = picture.copy(), picture.copy()
+    other_border[:, :16] = 0.0  # a ruler across the top, inside the 17 pixels cropped away
+    other_centre[:, 100:120, 100:120] = 0.0  # a dark dot in the lesion
+    before, border, centre = (model.predict(x, verbose=0) for x in (picture, other_border, other_centre))
+    np.testing.assert_allclose(border, before, rtol=1e-6)
+    assert not np.allclose(centre, before, rtol=1e-3)
+    with pytest.raises(ValueError, match="field"):
+        make_model(input_size=64, field=1.5)
