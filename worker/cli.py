@@ -296,8 +296,7 @@ def audit(data_dirs, against, out):
 @click.option("--field", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None, metavar="FRACTION",
               help="The fraction of each side, around the picture's centre, that the network looks at: the "
                    "border holds the dermatoscope's rim, rulers and skin. The network then sees input-size times "
-                   "this many pixels a side (default 0.85 for the "
-                   "EfficientNet-Lite backbones: 192 of 226).")
+                   "this many pixels a side (default 0.85 for the EfficientNet-Lite backbones: 192 of 226).")
 def train(data_dirs, out, epochs, seed, target_sensitivity, backbone, input_size, augmentation, style_mix,
           colour, loss, source_adversary, field):
     """Train a CNN on DATA_DIRS/<class name>/ images (several folders train together, audited together; a

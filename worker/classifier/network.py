@@ -218,15 +218,15 @@ def make_model(
         raise ValueError(f"field must be a fraction of the picture's side in (0, 1], not {field}")
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = CentreField(field, name="centre_field")(inputs) if field < 1.0 else inputs
-    input_size = round(input_size * field)
-    x = layers.Resizing(input_size, input_size, name="resize")(x)
+    seen = round(input_size * field)  # pixels a side the network sees
+    x = layers.Resizing(seen, seen, name="resize")(x)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
     x = ShadesOfGrey(name="colour_constancy")(x)
     if colour in ("standardise", "field-standardise"):
         x = ChannelStandardisation(field_only=colour == "field-standardise", name="standardise")(x)
     if backbone in STAGES:
         x = layers.Rescaling(255.0, name="to_pixels")(x)
-        x = efficientnet_lite(backbone, input_size)(x)
+        x = efficientnet_lite(backbone, seen)(x)
         x = layers.Dropout(dropout_rate, name="dropout")(x)
         outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
         return keras.Model(inputs, outputs, name="melanoma_cnn")
