@@ -193,6 +193,16 @@ def _conv_block(x, filters: int, name: str):
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
+def check_choices(backbone: str, colour: str, field: float) -> None:
+    """Refuse a backbone, colour normalisation or field make_model cannot build, with what it can."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
+    if colour not in COLOUR_NORMALISATIONS:
+        raise ValueError(f"unknown colour normalisation {colour!r}; choose one of {COLOUR_NORMALISATIONS}")
+    if not 0.0 < field <= 1.0:
+        raise ValueError(f"field must be a fraction of the picture's side in (0, 1], not {field}")
+
+
 def make_model(
     input_size: int = DEFAULT_INPUT_SIZE,
     num_classes: int = len(CLASS_NAMES),
@@ -210,12 +220,7 @@ def make_model(
     field below 1 keeps only the centre of the picture (that fraction of each side, CentreField): the network
     then sees round(input_size * field) pixels a side, so a picture decoded at input_size loses no resolution.
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
-    if colour not in COLOUR_NORMALISATIONS:
-        raise ValueError(f"unknown colour normalisation {colour!r}; choose one of {COLOUR_NORMALISATIONS}")
-    if not 0.0 < field <= 1.0:
-        raise ValueError(f"field must be a fraction of the picture's side in (0, 1], not {field}")
+    check_choices(backbone, colour, field)
     inputs = keras.Input(shape=(None, None, 3), name="image")
     x = CentreField(field, name="centre_field")(inputs) if field < 1.0 else inputs
     seen = round(input_size * field)  # pixels a side the network sees

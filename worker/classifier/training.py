@@ -28,7 +28,7 @@ from worker.classifier.metrics import (
     per_source_alerts,
     threshold_for_every_source,
 )
-from worker.classifier.network import calibrated, make_model, with_source_adversary
+from worker.classifier.network import calibrated, check_choices, make_model, with_source_adversary
 from worker.classifier.quality import quality_limits
 from worker.classifier.shift import write_reference
 from worker.classifier.torch_legacy import load_state_dict
@@ -174,8 +174,12 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     (network.CentreField); the picture is decoded at input_size, so the backbone sees round(input_size * field).
 
     progress(epoch, figures): called at the end of every epoch (1 to epochs) with its loss and accuracies."""
+    # Every choice is checked before the folder is made, so a wrong one leaves nothing behind.
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    if augmentation not in data.AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; choose one of {sorted(data.AUGMENTATIONS)}")
+    check_choices(backbone, colour, field)
     out_dir = Path(out_dir)
     if (out_dir / ARTIFACT_NAME).exists() or (out_dir / CARD_NAME).exists():
         # A registered model is served only while its artifact keeps its hash: never write over one.
@@ -203,8 +207,6 @@ def train(data_dirs: DataDirs, out_dir: str | Path, epochs: int = 30, seed: int 
     labels = {name: np.array([e.label for e in part], dtype=np.int64) for name, part in
               (("train", split.train), ("validation", split.validation), ("test", split.test))}
 
-    if augmentation not in data.AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augmentation!r}; choose one of {sorted(data.AUGMENTATIONS)}")
     class_weight = _class_weights(labels["train"], len(CLASS_NAMES))
     training_sources = sorted({example.source for example in split.train + split.validation})
     if source_adversary > 0 and len(training_sources) > 1:

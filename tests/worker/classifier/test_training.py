@@ -78,13 +78,16 @@ def test_logit_adjusted_loss_is_the_crossentropy_of_the_log_probabilities_shifte
         -(smoothed[0] * np.log(probabilities[0])).sum()
 
 
-def test_training_records_its_loss_and_refuses_an_unknown_one_before_writing(tiny_dataset, tiny_model, tmp_path):
+def test_training_records_its_loss_and_refuses_a_wrong_choice_before_writing(tiny_dataset, tiny_model, tmp_path):
     from worker.classifier.training import train
 
     assert tiny_model[1]["training"]["loss"] == "logit-adjusted"
-    with pytest.raises(ValueError, match="choose one of"):
-        train(tiny_dataset, tmp_path / "new", loss="focal")
-    assert not (tmp_path / "new").exists()
+    for choice, match in (({"loss": "focal"}, "choose one of"), ({"augmentation": "mixup"}, "choose one of"),
+                          ({"backbone": "resnet"}, "choose one of"), ({"colour": "grey"}, "choose one of"),
+                          ({"field": 1.2}, "fraction of the picture")):
+        with pytest.raises(ValueError, match=match):
+            train(tiny_dataset, tmp_path / "new", **choice)
+        assert not (tmp_path / "new").exists(), choice
 
 
 def test_learning_rate_rises_over_the_warmup_then_decays_to_zero():
